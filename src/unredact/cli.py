@@ -1,0 +1,169 @@
+"""The `unredact` command line (typer). Heavy modules are imported inside commands only."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from unredact.errors import UnredactError
+
+app = typer.Typer(
+    help="Audit, remove and verify Chinese-state political censorship in LLMs.",
+    no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="rich",
+)
+models_app = typer.Typer(help="List, fetch and inspect models.", no_args_is_help=True)
+probes_app = typer.Typer(help="Inspect and validate probe sets.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(probes_app, name="probes")
+
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="demo/NAME, hf/DIR-OR-ID, gguf/FILE, "
+                                              "openai/MODEL@URL or mock/SCRIPT")]
+CsvOpt = Annotated[str | None, typer.Option(help="comma-separated list")]
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _echo(message: str) -> None:
+    from unredact.ui import console
+
+    console.print(message)
+
+
+@app.command()
+def audit(
+    model: ModelOpt = None,
+    probes: Annotated[str | None, typer.Option(help="probe JSONL file or 'default'")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="run directory")] = Path("runs/audit"),
+    config: Annotated[Path | None, typer.Option(help="TOML settings file ([audit] table)")] = None,
+    profile: Annotated[str | None, typer.Option(help="quick (balanced subset) or full")] = None,
+    langs: CsvOpt = None,
+    topics: CsvOpt = None,
+    kinds: CsvOpt = None,
+    splits: CsvOpt = None,
+    limit: Annotated[int | None, typer.Option(help="at most N probes")] = None,
+    system_prompt: Annotated[str | None, typer.Option(help="system prompt (default: the model's own)")] = None,
+    samples: Annotated[int | None, typer.Option(help="answers per probe")] = None,
+    temperature: Annotated[float | None, typer.Option(help="0 = greedy")] = None,
+    top_p: Annotated[float | None, typer.Option(help="nucleus sampling mass")] = None,
+    seed: Annotated[int | None, typer.Option(help="seed for sampled runs")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="answer length cap")] = None,
+    stop: Annotated[list[str] | None, typer.Option(help="stop string (repeatable)")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="local models: prompts per batch")] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto (bf16), float32, bfloat16, float16")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda ...")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="remote: requests in flight")] = None,
+    timeout_s: Annotated[float | None, typer.Option(help="remote: seconds per request")] = None,
+    trust_remote_code: Annotated[bool, typer.Option(help="allow repository code to run")] = False,
+    allow_pickle: Annotated[bool, typer.Option(help="allow pickle checkpoints")] = False,
+    judge: Annotated[str | None, typer.Option(help="auto, lexical, or llm:SPEC")] = None,
+) -> None:
+    """Ask a model the probes and measure its censorship (resumable: re-run the same command)."""
+    from unredact.settings import load_settings
+
+    overrides: dict[str, Any] = {
+        "model": model, "probes": probes, "profile": profile, "langs": _csv(langs), "topics": _csv(topics),
+        "kinds": _csv(kinds), "splits": _csv(splits), "limit": limit, "system_prompt": system_prompt,
+        "samples": samples, "temperature": temperature, "top_p": top_p, "seed": seed,
+        "max_new_tokens": max_new_tokens, "stop": stop, "batch_size": batch_size, "dtype": dtype,
+        "device": device, "concurrency": concurrency, "timeout_s": timeout_s, "judge": judge,
+        "trust_remote_code": trust_remote_code or None, "allow_pickle": allow_pickle or None,
+    }
+    settings = load_settings(config, overrides)
+    from unredact.pipeline import audit_and_report
+
+    audit_and_report(settings, out)
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """List the bundled demo models and whether they are cached."""
+    from unredact.models.demo import DEMO_MODELS, unredact_home
+
+    home = unredact_home()
+    for name, demo in DEMO_MODELS.items():
+        cached = (home / "models" / name / "unredact_cache.json").is_file()
+        mark = "[green]cached[/]" if cached else "[dim]not fetched[/]"
+        typer.echo(f"demo/{name}\t{demo.size / 1e6:.0f} MB GGUF\t{demo.description}", nl=False)
+        _echo(f"  {mark}")
+
+
+@models_app.command("fetch")
+def models_fetch(spec: Annotated[str, typer.Argument(help="model spec, e.g. demo/qwen2.5-coder-0.5b")]) -> None:
+    """Download/assemble/convert a model into the cache (UNREDACT_HOME)."""
+    from unredact.backends.registry import LOCAL_KINDS, parse_spec
+    from unredact.models.loader import resolve_model
+
+    kind, rest = parse_spec(spec)
+    if kind not in LOCAL_KINDS:
+        raise UnredactError(f"{spec} is not a local model; nothing to fetch")
+    resolved = resolve_model(kind, rest, log=_echo)
+    typer.echo(resolved.path)
+
+
+@models_app.command("info")
+def models_info(
+    spec: Annotated[str, typer.Argument(help="model spec")],
+    dtype: Annotated[str, typer.Option(help="dtype to load in")] = "auto",
+) -> None:
+    """Load a model and print what unredact knows about it."""
+    import json
+
+    from unredact.backends.registry import BackendOptions, load_backend
+
+    backend = load_backend(spec, BackendOptions(dtype=dtype))
+    typer.echo(json.dumps(backend.describe(), indent=2, ensure_ascii=False))
+
+
+@probes_app.command("validate")
+def probes_validate(file: Annotated[Path, typer.Argument(help="probe JSONL file")]) -> None:
+    """Check a probe file; print every problem as file:line."""
+    from unredact.probes.loader import validate_file
+
+    probes, problems = validate_file(file)
+    for problem in problems:
+        typer.echo(problem, err=True)
+    if problems:
+        raise typer.Exit(1)
+    typer.echo(f"{file}: {len(probes)} probes, valid")
+
+
+@probes_app.command("stats")
+def probes_stats(file: Annotated[str, typer.Argument(help="probe file or 'default'")] = "default") -> None:
+    """Counts by kind, topic, language and split."""
+    from unredact.probes.stats import print_stats
+
+    print_stats(file)
+
+
+@probes_app.command("list")
+def probes_list(
+    file: Annotated[str, typer.Argument(help="probe file or 'default'")] = "default",
+    profile: Annotated[str, typer.Option(help="quick or full")] = "full",
+    langs: CsvOpt = None,
+    topics: CsvOpt = None,
+    kinds: CsvOpt = None,
+    splits: CsvOpt = None,
+) -> None:
+    """Print the selected probes (id, language, prompt)."""
+    from unredact.probes.loader import load_probes, select_probes
+
+    for p in select_probes(load_probes(file), langs=_csv(langs), topics=_csv(topics), kinds=_csv(kinds),
+                           splits=_csv(splits), profile=profile):
+        typer.echo(f"{p.id}\t{p.kind}\t{p.split}\t{p.prompt}")
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and a non-zero exit code."""
+    try:
+        app()
+    except UnredactError as exc:
+        print(f"unredact: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("unredact: interrupted; re-run the same command to resume", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,167 @@
+"""Load, validate and select probes; every problem is reported with file:line."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from importlib import resources
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from unredact.errors import ProbeFileError
+from unredact.probes.schema import Probe
+
+DEFAULT_PROBES = "default"
+
+
+def default_probe_path() -> Path:
+    return Path(str(resources.files("unredact.probes") / "data" / "probes_v1.jsonl"))
+
+
+def resolve_probe_path(spec: str) -> Path:
+    return default_probe_path() if spec == DEFAULT_PROBES else Path(spec)
+
+
+def _format_validation(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "item"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def validate_file(path: Path) -> tuple[list[Probe], list[str]]:
+    """Parse every line; return the valid probes and a list of ``file:line: problem`` messages."""
+    problems: list[str] = []
+    probes: list[Probe] = []
+    lines_of: dict[str, int] = {}
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        return [], [f"{path}: cannot read ({exc.strerror or exc})"]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        return [], [f"{path}:{line}: not valid UTF-8 (byte {exc.start})"]
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            problems.append(f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})")
+            continue
+        if not isinstance(obj, dict):
+            problems.append(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+            continue
+        try:
+            probe = Probe.model_validate(obj)
+        except ValidationError as exc:
+            problems.append(f"{path}:{lineno}: {_format_validation(exc)}")
+            continue
+        if probe.id in lines_of:
+            problems.append(f"{path}:{lineno}: duplicate id {probe.id!r} (first on line {lines_of[probe.id]})")
+            continue
+        lines_of[probe.id] = lineno
+        probes.append(probe)
+    problems.extend(_cross_item_problems(path, probes, lines_of))
+    if not probes and not problems:
+        problems.append(f"{path}: no probes in file")
+    return probes, problems
+
+
+def _cross_item_problems(path: Path, probes: Sequence[Probe], lines_of: dict[str, int]) -> list[str]:
+    """Translations of one question share topic, kind and split, and have one item per language."""
+    problems: list[str] = []
+    by_pair: dict[str, list[Probe]] = defaultdict(list)
+    for p in probes:
+        by_pair[p.pair_id].append(p)
+    for pair_id, items in by_pair.items():
+        first = items[0]
+        seen_langs: set[str] = set()
+        for p in items:
+            line = lines_of[p.id]
+            for attr in ("split", "topic", "kind"):
+                if getattr(p, attr) != getattr(first, attr):
+                    problems.append(
+                        f"{path}:{line}: pair {pair_id!r} has {attr} {getattr(p, attr)!r} here but "
+                        f"{getattr(first, attr)!r} on line {lines_of[first.id]} (translations must agree)"
+                    )
+            if p.lang in seen_langs:
+                problems.append(f"{path}:{line}: pair {pair_id!r} has two {p.lang} items")
+            seen_langs.add(p.lang)
+    return problems
+
+
+def load_probes(spec: str | Path = DEFAULT_PROBES) -> list[Probe]:
+    """Load a probe file (or the bundled set); raise one clear error if anything is wrong."""
+    path = resolve_probe_path(str(spec))
+    if not path.exists():
+        raise ProbeFileError(f"probe file not found: {path}")
+    probes, problems = validate_file(path)
+    if problems:
+        more = f" (and {len(problems) - 1} more problems; run `unredact probes validate {path}`)"
+        raise ProbeFileError(problems[0] + (more if len(problems) > 1 else ""))
+    return probes
+
+
+def probes_hash(probes: Iterable[Probe]) -> str:
+    """Stable hash of a probe selection (order-independent)."""
+    h = hashlib.sha256()
+    for line in sorted(p.model_dump_json() for p in probes):
+        h.update(line.encode("utf-8"))
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def select_probes(
+    probes: Sequence[Probe],
+    *,
+    langs: Sequence[str] | None = None,
+    topics: Sequence[str] | None = None,
+    kinds: Sequence[str] | None = None,
+    splits: Sequence[str] | None = None,
+    profile: str = "full",
+    limit: int | None = None,
+) -> list[Probe]:
+    """Filter probes; ``profile='quick'`` keeps a balanced subset (2 questions per topic and kind)."""
+    out = [
+        p
+        for p in probes
+        if (not langs or p.lang in langs)
+        and (not topics or p.topic in topics)
+        and (not kinds or p.kind in kinds)
+        and (not splits or p.split in splits)
+    ]
+    if profile == "quick":
+        out = _quick_subset(out)
+    elif profile != "full":
+        raise ProbeFileError(f"unknown profile {profile!r} (quick, full)")
+    if limit is not None:
+        out = out[:limit]
+    return out
+
+
+_QUICK_PAIRS_PER_GROUP = {"sensitive": 2, "control-sensitive": 1, "neutral": 1, "harmful": 1, "harmless": 1}
+_QUICK_MAX_TOPICS = {"sensitive": 99, "control-sensitive": 6, "neutral": 6, "harmful": 8, "harmless": 6}
+
+
+def _quick_subset(probes: Sequence[Probe]) -> list[Probe]:
+    """Keep the first N questions (all their translations) per (kind, topic), capped per kind."""
+    pairs_by_group: dict[tuple[str, str], list[str]] = defaultdict(list)
+    topics_by_kind: dict[str, list[str]] = defaultdict(list)
+    for p in probes:
+        group = (p.kind, p.topic)
+        if p.topic not in topics_by_kind[p.kind]:
+            topics_by_kind[p.kind].append(p.topic)
+        if p.pair_id not in pairs_by_group[group]:
+            pairs_by_group[group].append(p.pair_id)
+    keep: set[str] = set()
+    for kind, topics in topics_by_kind.items():
+        for topic in topics[: _QUICK_MAX_TOPICS.get(kind, 4)]:
+            keep.update(pairs_by_group[(kind, topic)][: _QUICK_PAIRS_PER_GROUP.get(kind, 1)])
+    return [p for p in probes if p.pair_id in keep]

@@ -1,0 +1,160 @@
+"""The run directory: append-only JSONL records keyed by ``key``, atomic small files, resume checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from unredact.errors import RunDirError
+
+RESPONSES = "responses.jsonl"
+VERDICTS = "verdicts.jsonl"
+CONFIG = "config.toml"
+REPRODUCE = "reproduce.json"
+PROBES = "probes.jsonl"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a file so that readers see the old or the new content, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+
+
+def repair_jsonl(path: Path) -> int:
+    """Cut a torn last line (a kill in the middle of a write); return the number of bytes removed."""
+    if not path.exists():
+        return 0
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    with path.open("rb+") as f:
+        f.seek(max(0, size - 1))
+        if f.read(1) == b"\n":
+            return 0
+        f.seek(0)
+        data = f.read()
+        cut = data.rfind(b"\n") + 1
+        f.truncate(cut)
+    return size - cut
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """Records of a JSONL file; a torn or corrupt line is skipped (it will be regenerated)."""
+    if not path.exists():
+        return
+    with path.open("rb") as f:
+        for raw in f:
+            if not raw.endswith(b"\n"):
+                break  # torn last line
+            try:
+                obj = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                continue
+            if isinstance(obj, dict):
+                yield obj
+
+
+def latest_by_key(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The last record for each key (later lines supersede earlier ones, e.g. a retried error)."""
+    out: dict[str, dict[str, Any]] = {}
+    for rec in records:
+        key = rec.get("key")
+        if isinstance(key, str):
+            out[key] = rec
+    return out
+
+
+class JsonlAppender:
+    """Appends records one line per write, flushed at once, so a kill loses at most the line in flight."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        repair_jsonl(path)
+        self._f = path.open("a", encoding="utf-8")
+
+    def append(self, record: dict[str, Any]) -> None:
+        self._f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+
+    def __enter__(self) -> JsonlAppender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RunDir:
+    """One run's directory. Files are created only when the first record is written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def exists(self) -> bool:
+        return self.file(CONFIG).is_file()
+
+    def read_config(self) -> dict[str, Any]:
+        import tomllib
+
+        try:
+            return tomllib.loads(self.file(CONFIG).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise RunDirError(f"{self.file(CONFIG)} is unreadable ({exc})") from exc
+
+    def check_resumable(self, identity: dict[str, Any]) -> None:
+        """A run directory is resumed only by the same run: identity fields must match."""
+        if not self.exists:
+            if self.path.exists() and any(self.path.iterdir()):
+                leftovers = sorted(p.name for p in self.path.iterdir())[:3]
+                if RESPONSES in leftovers or VERDICTS in leftovers:
+                    raise RunDirError(f"{self.path} has records but no {CONFIG}; use a new --out")
+            return
+        old = self.read_config().get("identity", {})
+        diffs = [k for k in sorted(set(old) | set(identity)) if old.get(k) != identity.get(k)]
+        if diffs:
+            raise RunDirError(
+                f"{self.path} holds a different run ({', '.join(diffs)} differ); "
+                "use another --out or delete it"
+            )
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        atomic_write_text(self.file(CONFIG), tomli_w.dumps(_toml_safe(config)))
+
+    def records(self, name: str = RESPONSES) -> dict[str, dict[str, Any]]:
+        return latest_by_key(read_jsonl(self.file(name)))
+
+
+def _toml_safe(obj: Any) -> Any:
+    """TOML has no null: drop None values recursively."""
+    if isinstance(obj, dict):
+        return {k: _toml_safe(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, list | tuple):
+        return [_toml_safe(v) for v in obj if v is not None]
+    return obj
