@@ -16,7 +16,15 @@ from unredact.backends.base import Backend, GenerationRequest, GenerationResult
 from unredact.backends.registry import BackendOptions, load_backend
 from unredact.probes.loader import load_probes, probes_hash, resolve_probe_path, select_probes
 from unredact.probes.schema import Probe
-from unredact.rundir import PROBES, REPRODUCE, RESPONSES, JsonlAppender, RunDir, atomic_write_json, atomic_write_text
+from unredact.rundir import (
+    PROBES,
+    REPRODUCE,
+    RESPONSES,
+    JsonlAppender,
+    RunDir,
+    atomic_write_json,
+    atomic_write_text,
+)
 from unredact.settings import AuditSettings
 from unredact.ui import console, generation_progress
 

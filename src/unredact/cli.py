@@ -157,6 +157,105 @@ def probes_list(
         typer.echo(f"{p.id}\t{p.kind}\t{p.split}\t{p.prompt}")
 
 
+@app.command()
+def judge(
+    input: Annotated[Path, typer.Option("--input", "-i", help="JSONL: id, prompt, response, lang [, facts, kind]")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="verdicts JSONL")],
+    judge: Annotated[str, typer.Option(help="auto, lexical, or llm:SPEC")] = "auto",
+) -> None:
+    """Judge any file of answers: one verdict (id, label, facts_covered, confidence, judge) per line."""
+    import json
+
+    from unredact.judge import JudgeInput, judge_items
+    from unredact.rundir import atomic_write_text
+
+    items = [JudgeInput.from_record(r) for r in _read_answers(input)]
+    verdicts = judge_items(items, judge)
+    atomic_write_text(out, "".join(json.dumps(v.to_dict(), ensure_ascii=False) + "\n" for v in verdicts))
+    counts: dict[str, int] = {}
+    for v in verdicts:
+        counts[v.label] = counts.get(v.label, 0) + 1
+    _echo(f"{len(verdicts)} verdicts -> {out}: " + ", ".join(f"{k} {n}" for k, n in sorted(counts.items())))
+
+
+def _read_answers(path: Path) -> list[dict[str, Any]]:
+    import json
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UnredactError(f"cannot read {path}: {exc}") from exc
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UnredactError(f"{path}:{n}: invalid JSON ({exc.msg})") from exc
+        if not isinstance(row, dict) or "id" not in row or not isinstance(row.get("response", ""), str):
+            raise UnredactError(f"{path}:{n}: each line needs 'id' and a string 'response'")
+        rows.append(row)
+    return rows
+
+
+@app.command("judge-eval")
+def judge_eval(
+    labelled: Annotated[Path | None, typer.Argument(help="labelled JSONL (default: the bundled set)")] = None,
+    split: Annotated[str | None, typer.Option(help="only rows of this split (bundled set: heldout)")] = None,
+    judge: Annotated[str, typer.Option(help="auto, lexical, or llm:SPEC")] = "auto",
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the numbers as JSON")] = None,
+) -> None:
+    """Per-class precision/recall/F1, macro-F1, kappa and confusion matrix, per language."""
+    import json
+
+    from unredact.judge.evaluate import evaluate, format_report, load_labelled_file
+    from unredact.judge.learned import labelled_path
+
+    path = labelled or labelled_path()
+    rows = load_labelled_file(path, split if split or labelled else "heldout")
+    result = evaluate(rows, judge)
+    typer.echo(format_report(result))
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=2), encoding="utf-8")
+
+
+@app.command()
+def report(run: Annotated[Path, typer.Argument(help="run directory")],
+           rejudge: Annotated[bool, typer.Option(help="judge the answers again first")] = False,
+           judge: Annotated[str, typer.Option(help="judge for --rejudge")] = "auto") -> None:
+    """Regenerate report.json, report.html and MODEL_CARD.md from a run's artifacts."""
+    from unredact.report.build import judge_and_report, rows_from_artifacts, write_report
+    from unredact.rundir import RunDir
+
+    if rejudge:
+        path = judge_and_report(run, judge)
+    else:
+        path = write_report(RunDir(run), rows_from_artifacts(RunDir(run)))
+    _echo(f"[bold green]report:[/] {path}")
+
+
+@app.command()
+def compare(a: Annotated[Path, typer.Argument(help="run before")], b: Annotated[Path, typer.Argument(help="run after")],
+            out: Annotated[Path | None, typer.Option(help="HTML output (default: B/compare_A.html)")] = None) -> None:
+    """Before/after: a terminal table and a side-by-side HTML page."""
+    from unredact.report.compare import compare_runs
+
+    _echo(f"[bold green]comparison:[/] {compare_runs(a, b, out)}")
+
+
+@app.command()
+def demo(out: Annotated[Path, typer.Option("--out", "-o", help="run directory")] = Path("runs/demo"),
+         model: Annotated[str, typer.Option(help="demo model")] = "demo/qwen2.5-coder-0.5b") -> None:
+    """Audit the demo model on the quick profile and write the report (what `make demo` runs)."""
+    from unredact.pipeline import audit_and_report
+    from unredact.settings import AuditSettings
+
+    settings = AuditSettings(model=model, profile="quick", max_new_tokens=128, batch_size=8)
+    path = audit_and_report(settings, out)
+    _echo(f"open {path} in a browser; `unredact serve {out.parent}` to review answers")
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit code."""
     try:

@@ -11,7 +11,15 @@ from unredact.errors import RunDirError
 from unredact.judge import JudgeInput, judge_items
 from unredact.report.html import render_report
 from unredact.report.metrics import build_metrics
-from unredact.rundir import PROBES, RESPONSES, VERDICTS, RunDir, atomic_write_json, atomic_write_text, read_jsonl
+from unredact.rundir import (
+    PROBES,
+    RESPONSES,
+    VERDICTS,
+    RunDir,
+    atomic_write_json,
+    atomic_write_text,
+    read_jsonl,
+)
 
 SCHEMA = "unredact.report/1"
 HUMAN_LABELS = "human_labels.jsonl"

@@ -1,0 +1,5 @@
+"""`python -m unredact` runs the CLI."""
+
+from unredact.cli import main
+
+main()
