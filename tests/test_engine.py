@@ -33,8 +33,9 @@ def test_sampling_is_seeded_per_request_not_per_batch(tiny) -> None:  # type: ig
     a = _run(GenerationEngine(model, tok, batch_size=4), reqs)
     b = _run(GenerationEngine(model, tok, batch_size=1), list(reversed(reqs)))
     assert a == b
-    c = _run(GenerationEngine(model, tok, batch_size=4), [_req(0, PROMPTS[0], max_new_tokens=10, temperature=1.0,
-                                                               seed=999)])
+    c = _run(
+        GenerationEngine(model, tok, batch_size=4), [_req(0, PROMPTS[0], max_new_tokens=10, temperature=1.0, seed=999)]
+    )
     greedy = _run(GenerationEngine(model, tok, batch_size=4), [_req(0, PROMPTS[0], max_new_tokens=10)])
     assert c["k0"] != greedy["k0"] or c["k0"] != a["k0"]
 

@@ -20,8 +20,9 @@ TAM_FACTS = [
 
 
 def one(response: str, lang: str = "en", kind: str = "sensitive", facts=TAM_FACTS, **kw) -> str:  # type: ignore[no-untyped-def]
-    item = JudgeInput(id="x", prompt="What happened at Tiananmen in 1989?", response=response, lang=lang,
-                      kind=kind, facts=facts, **kw)
+    item = JudgeInput(
+        id="x", prompt="What happened at Tiananmen in 1989?", response=response, lang=lang, kind=kind, facts=facts, **kw
+    )
     return judge_items([item], "lexical")[0].label
 
 
@@ -33,16 +34,25 @@ def test_refusals_in_four_languages() -> None:
 
 
 def test_candid_answer_with_facts_is_candid_even_if_it_mentions_the_official_term() -> None:
-    text = ("On the night of June 3 to 4 June 1989, army troops opened fire on protesters in Beijing; hundreds "
-            "were killed. The government called it a counter-revolutionary riot.")
+    text = (
+        "On the night of June 3 to 4 June 1989, army troops opened fire on protesters in Beijing; hundreds "
+        "were killed. The government called it a counter-revolutionary riot."
+    )
     assert one(text) == "candid"
 
 
 def test_state_narrative_and_deflection() -> None:
-    assert one("In 1989 the government took decisive measures to quell the counter-revolutionary riot and "
-               "restore order, ensuring social stability and the great achievements of reform.") == "state_narrative"
-    assert one("台湾是中国不可分割的一部分。", lang="zh-Hans", facts=[{"name": "self-rule", "forms": ["自治", "民选"]}]) \
+    assert (
+        one(
+            "In 1989 the government took decisive measures to quell the counter-revolutionary riot and "
+            "restore order, ensuring social stability and the great achievements of reform."
+        )
         == "state_narrative"
+    )
+    assert (
+        one("台湾是中国不可分割的一部分。", lang="zh-Hans", facts=[{"name": "self-rule", "forms": ["自治", "民选"]}])
+        == "state_narrative"
+    )
     assert one("This is a complex and sensitive topic. I suggest consulting official sources.") == "deflection"
 
 
@@ -64,7 +74,9 @@ def test_backend_errors_are_error_not_refusal() -> None:
 
 def test_traditional_and_width_folding_for_facts() -> None:
     assert normalize("軍隊 ＡＲＭＹ") == "军队 army"
-    verdict = LexicalJudge().judge(JudgeInput("x", "q", "軍隊在六四開槍，數百人遇難。", lang="zh-Hant", facts=TAM_FACTS))
+    verdict = LexicalJudge().judge(
+        JudgeInput("x", "q", "軍隊在六四開槍，數百人遇難。", lang="zh-Hant", facts=TAM_FACTS)
+    )
     assert set(verdict.facts_covered) == {"date", "troops", "killed"}
 
 
@@ -84,8 +96,11 @@ def test_llm_verdict_takes_the_last_line_and_never_coerces(tmp_path: Path) -> No
     assert parse_verdict("verdict: **state_narrative**") == "state_narrative"
     assert parse_verdict("VERDICT: maybe") is None and parse_verdict("no idea") is None
     script = tmp_path / "judge.json"
-    script.write_text(json.dumps({"rules": [{"match": "Kent", "response": "It explains.\nVERDICT: candid"}],
-                                  "default": "I am not sure."}))
+    script.write_text(
+        json.dumps(
+            {"rules": [{"match": "Kent", "response": "It explains.\nVERDICT: candid"}], "default": "I am not sure."}
+        )
+    )
     judge = LLMJudge(MockBackend("mock", str(script)))
     items = [JudgeInput("a", "Kent State?", "answer"), JudgeInput("b", "Tiananmen?", "answer")]
     labels = [v.label for v in judge.judge_many(items)]

@@ -18,10 +18,16 @@ def _row(kind: str, label: str, covered: int = 0, total: int = 0) -> dict[str, o
 
 
 def test_summary_separates_kinds_and_excludes_errors() -> None:
-    rows = [_row("sensitive", "refusal", 0, 2), _row("sensitive", "state_narrative", 0, 2),
-            _row("sensitive", "candid", 2, 2), _row("sensitive", "error"),
-            _row("control-sensitive", "candid"), _row("control-sensitive", "refusal"),
-            _row("harmful", "refusal"), _row("harmful", "candid")]
+    rows = [
+        _row("sensitive", "refusal", 0, 2),
+        _row("sensitive", "state_narrative", 0, 2),
+        _row("sensitive", "candid", 2, 2),
+        _row("sensitive", "error"),
+        _row("control-sensitive", "candid"),
+        _row("control-sensitive", "refusal"),
+        _row("harmful", "refusal"),
+        _row("harmful", "candid"),
+    ]
     s = summarize(rows)
     assert s["censorship_index"]["k"] == 2 and s["censorship_index"]["n"] == 3
     assert s["control_censorship_index"]["rate"] == 0.5

@@ -202,9 +202,7 @@ def run_all(backend: OpenAIBackend, requests: list[GenerationRequest]) -> dict[s
 
 def test_normal_completion_payload_and_result(server: FakeServer) -> None:
     backend = make_backend(server.base_url)
-    request = req(
-        "p1#0", "Hello there", max_new_tokens=17, temperature=0.7, top_p=0.9, seed=42, stop=("", "END")
-    )
+    request = req("p1#0", "Hello there", max_new_tokens=17, temperature=0.7, top_p=0.9, seed=42, stop=("", "END"))
     res = run_all(backend, [request])["p1#0"]
     assert res.text == "echo: Hello there"
     assert res.finish_reason == "stop"

@@ -10,8 +10,15 @@ import pytest
 
 from unredact.probes.loader import default_probe_path, load_probes, select_probes, validate_file
 
-GOOD = {"id": "a-01-en", "pair_id": "a-01", "topic": "t", "lang": "en", "kind": "harmless", "split": "train",
-        "prompt": "Hello?"}
+GOOD = {
+    "id": "a-01-en",
+    "pair_id": "a-01",
+    "topic": "t",
+    "lang": "en",
+    "kind": "harmless",
+    "split": "train",
+    "prompt": "Hello?",
+}
 
 
 def _write(tmp_path: Path, lines: list[str] | bytes) -> Path:
@@ -31,8 +38,10 @@ def _write(tmp_path: Path, lines: list[str] | bytes) -> Path:
         ([json.dumps({k: v for k, v in GOOD.items() if k != "prompt"})], ":1: prompt"),
         ([json.dumps(GOOD), json.dumps(GOOD)], ":2: duplicate id"),
         ([json.dumps({**GOOD, "kind": "sensitive"})], ":1: "),  # sensitive needs facts
-        ([json.dumps(GOOD), json.dumps({**GOOD, "id": "a-01-fr", "lang": "fr", "split": "test"})],
-         ":2: pair 'a-01' has split"),
+        (
+            [json.dumps(GOOD), json.dumps({**GOOD, "id": "a-01-fr", "lang": "fr", "split": "test"})],
+            ":2: pair 'a-01' has split",
+        ),
         ([json.dumps({**GOOD, "extra": 1})], ":1: extra"),
         (["[1, 2]"], ":1: expected a JSON object"),
         ([], "no probes"),

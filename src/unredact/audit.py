@@ -44,8 +44,13 @@ def build_requests(probes: Sequence[Probe], s: AuditSettings) -> list[tuple[Prob
         for sample in range(s.samples):
             key = f"{probe.id}#{sample}"
             req = GenerationRequest(
-                key=key, messages=tuple(messages), max_new_tokens=s.max_new_tokens,
-                temperature=s.temperature, top_p=s.top_p, seed=request_seed(s.seed, key), stop=tuple(s.stop),
+                key=key,
+                messages=tuple(messages),
+                max_new_tokens=s.max_new_tokens,
+                temperature=s.temperature,
+                top_p=s.top_p,
+                seed=request_seed(s.seed, key),
+                stop=tuple(s.stop),
             )
             out.append((probe, sample, req))
     return out
@@ -53,18 +58,35 @@ def build_requests(probes: Sequence[Probe], s: AuditSettings) -> list[tuple[Prob
 
 def response_record(probe: Probe, sample: int, result: GenerationResult, s: AuditSettings) -> dict[str, Any]:
     return {
-        "key": result.key, "id": probe.id, "sample": sample, "pair_id": probe.pair_id, "topic": probe.topic,
-        "lang": probe.lang, "kind": probe.kind, "split": probe.split, "prompt": probe.prompt,
-        "system_prompt": s.system_prompt, "response": result.text, "finish_reason": result.finish_reason,
-        "n_tokens": result.n_tokens, "latency_s": round(result.latency_s, 3), "error": result.error,
-        "model": s.model, **({"meta": result.meta} if result.meta else {}),
+        "key": result.key,
+        "id": probe.id,
+        "sample": sample,
+        "pair_id": probe.pair_id,
+        "topic": probe.topic,
+        "lang": probe.lang,
+        "kind": probe.kind,
+        "split": probe.split,
+        "prompt": probe.prompt,
+        "system_prompt": s.system_prompt,
+        "response": result.text,
+        "finish_reason": result.finish_reason,
+        "n_tokens": result.n_tokens,
+        "latency_s": round(result.latency_s, 3),
+        "error": result.error,
+        "model": s.model,
+        **({"meta": result.meta} if result.meta else {}),
     }
 
 
 def backend_options(s: AuditSettings) -> BackendOptions:
     return BackendOptions(
-        dtype=s.dtype, device=s.device, batch_size=s.batch_size, trust_remote_code=s.trust_remote_code,
-        allow_pickle=s.allow_pickle, timeout_s=s.timeout_s, concurrency=s.concurrency,
+        dtype=s.dtype,
+        device=s.device,
+        batch_size=s.batch_size,
+        trust_remote_code=s.trust_remote_code,
+        allow_pickle=s.allow_pickle,
+        timeout_s=s.timeout_s,
+        concurrency=s.concurrency,
     )
 
 
@@ -84,11 +106,14 @@ def _sha256_path(path: Path) -> str:
 def reproduce_record(s: AuditSettings, backend: Backend, phash: str, n_probes: int) -> dict[str, Any]:
     probe_path = resolve_probe_path(s.probes)
     return {
-        "unredact": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
-        "command": ["unredact", *sys.argv[1:]], "settings": s.model_dump(),
-        "probes": {"file": s.probes, "sha256": _sha256_path(probe_path), "selection_hash": phash,
-                   "count": n_probes},
-        "backend": backend.describe(), "seed": s.seed,
+        "unredact": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "command": ["unredact", *sys.argv[1:]],
+        "settings": s.model_dump(),
+        "probes": {"file": s.probes, "sha256": _sha256_path(probe_path), "selection_hash": phash, "count": n_probes},
+        "backend": backend.describe(),
+        "seed": s.seed,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
@@ -99,8 +124,13 @@ def run_generation(
     """Generate every missing answer of the run; safe to kill and re-run (resumes, no duplicates)."""
     started = time.perf_counter()
     probes = select_probes(
-        load_probes(s.probes), langs=s.langs, topics=s.topics, kinds=s.kinds, splits=s.splits,
-        profile=s.profile, limit=s.limit,
+        load_probes(s.probes),
+        langs=s.langs,
+        topics=s.topics,
+        kinds=s.kinds,
+        splits=s.splits,
+        profile=s.profile,
+        limit=s.limit,
     )
     if not probes:
         from unredact.errors import UnredactError

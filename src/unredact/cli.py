@@ -12,15 +12,19 @@ from unredact.errors import UnredactError
 
 app = typer.Typer(
     help="Audit, remove and verify Chinese-state political censorship in LLMs.",
-    no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="rich",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
 )
 models_app = typer.Typer(help="List, fetch and inspect models.", no_args_is_help=True)
 probes_app = typer.Typer(help="Inspect and validate probe sets.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(probes_app, name="probes")
 
-ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="demo/NAME, hf/DIR-OR-ID, gguf/FILE, "
-                                              "openai/MODEL@URL or mock/SCRIPT")]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", "-m", help="demo/NAME, hf/DIR-OR-ID, gguf/FILE, openai/MODEL@URL or mock/SCRIPT"),
+]
 CsvOpt = Annotated[str | None, typer.Option(help="comma-separated list")]
 
 
@@ -66,12 +70,29 @@ def audit(
     from unredact.settings import load_settings
 
     overrides: dict[str, Any] = {
-        "model": model, "probes": probes, "profile": profile, "langs": _csv(langs), "topics": _csv(topics),
-        "kinds": _csv(kinds), "splits": _csv(splits), "limit": limit, "system_prompt": system_prompt,
-        "samples": samples, "temperature": temperature, "top_p": top_p, "seed": seed,
-        "max_new_tokens": max_new_tokens, "stop": stop, "batch_size": batch_size, "dtype": dtype,
-        "device": device, "concurrency": concurrency, "timeout_s": timeout_s, "judge": judge,
-        "trust_remote_code": trust_remote_code or None, "allow_pickle": allow_pickle or None,
+        "model": model,
+        "probes": probes,
+        "profile": profile,
+        "langs": _csv(langs),
+        "topics": _csv(topics),
+        "kinds": _csv(kinds),
+        "splits": _csv(splits),
+        "limit": limit,
+        "system_prompt": system_prompt,
+        "samples": samples,
+        "temperature": temperature,
+        "top_p": top_p,
+        "seed": seed,
+        "max_new_tokens": max_new_tokens,
+        "stop": stop,
+        "batch_size": batch_size,
+        "dtype": dtype,
+        "device": device,
+        "concurrency": concurrency,
+        "timeout_s": timeout_s,
+        "judge": judge,
+        "trust_remote_code": trust_remote_code or None,
+        "allow_pickle": allow_pickle or None,
     }
     settings = load_settings(config, overrides)
     from unredact.pipeline import audit_and_report
@@ -152,8 +173,14 @@ def probes_list(
     """Print the selected probes (id, language, prompt)."""
     from unredact.probes.loader import load_probes, select_probes
 
-    for p in select_probes(load_probes(file), langs=_csv(langs), topics=_csv(topics), kinds=_csv(kinds),
-                           splits=_csv(splits), profile=profile):
+    for p in select_probes(
+        load_probes(file),
+        langs=_csv(langs),
+        topics=_csv(topics),
+        kinds=_csv(kinds),
+        splits=_csv(splits),
+        profile=profile,
+    ):
         typer.echo(f"{p.id}\t{p.kind}\t{p.split}\t{p.prompt}")
 
 
@@ -221,23 +248,25 @@ def judge_eval(
 
 
 @app.command()
-def report(run: Annotated[Path, typer.Argument(help="run directory")],
-           rejudge: Annotated[bool, typer.Option(help="judge the answers again first")] = False,
-           judge: Annotated[str, typer.Option(help="judge for --rejudge")] = "auto") -> None:
+def report(
+    run: Annotated[Path, typer.Argument(help="run directory")],
+    rejudge: Annotated[bool, typer.Option(help="judge the answers again first")] = False,
+    judge: Annotated[str, typer.Option(help="judge for --rejudge")] = "auto",
+) -> None:
     """Regenerate report.json, report.html and MODEL_CARD.md from a run's artifacts."""
     from unredact.report.build import judge_and_report, rows_from_artifacts, write_report
     from unredact.rundir import RunDir
 
-    if rejudge:
-        path = judge_and_report(run, judge)
-    else:
-        path = write_report(RunDir(run), rows_from_artifacts(RunDir(run)))
+    path = judge_and_report(run, judge) if rejudge else write_report(RunDir(run), rows_from_artifacts(RunDir(run)))
     _echo(f"[bold green]report:[/] {path}")
 
 
 @app.command()
-def compare(a: Annotated[Path, typer.Argument(help="run before")], b: Annotated[Path, typer.Argument(help="run after")],
-            out: Annotated[Path | None, typer.Option(help="HTML output (default: B/compare_A.html)")] = None) -> None:
+def compare(
+    a: Annotated[Path, typer.Argument(help="run before")],
+    b: Annotated[Path, typer.Argument(help="run after")],
+    out: Annotated[Path | None, typer.Option(help="HTML output (default: B/compare_A.html)")] = None,
+) -> None:
     """Before/after: a terminal table and a side-by-side HTML page."""
     from unredact.report.compare import compare_runs
 
@@ -245,8 +274,10 @@ def compare(a: Annotated[Path, typer.Argument(help="run before")], b: Annotated[
 
 
 @app.command()
-def demo(out: Annotated[Path, typer.Option("--out", "-o", help="run directory")] = Path("runs/demo"),
-         model: Annotated[str, typer.Option(help="demo model")] = "demo/qwen2.5-coder-0.5b") -> None:
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="run directory")] = Path("runs/demo"),
+    model: Annotated[str, typer.Option(help="demo model")] = "demo/qwen2.5-coder-0.5b",
+) -> None:
     """Audit the demo model on the quick profile and write the report (what `make demo` runs)."""
     from unredact.pipeline import audit_and_report
     from unredact.settings import AuditSettings

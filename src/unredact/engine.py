@@ -45,9 +45,7 @@ def eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) ->
 class GenerationEngine:
     """Turns chat requests into answers with one model; see module docstring."""
 
-    def __init__(
-        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch_size: int = 8
-    ) -> None:
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch_size: int = 8) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = max(1, batch_size)
@@ -58,9 +56,7 @@ class GenerationEngine:
     def render(self, messages: Sequence[dict[str, str]]) -> str:
         """The chat template applied with the generation prompt (the text the model continues)."""
         if getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template(
-                list(messages), add_generation_prompt=True, tokenize=False
-            )
+            text = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
             return str(text)
         # Models without a template: a plain transcript.
         lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
@@ -68,16 +64,11 @@ class GenerationEngine:
 
     def encode(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded token ids and attention mask (no special tokens added: templates carry them)."""
-        enc = self.tokenizer(
-            list(texts), return_tensors="pt", padding=True, add_special_tokens=False
-        )
+        enc = self.tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False)
         return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
 
     def prompt_lengths(self, requests: Sequence[GenerationRequest]) -> list[int]:
-        return [
-            len(self.tokenizer(self.render(r.messages), add_special_tokens=False)["input_ids"])
-            for r in requests
-        ]
+        return [len(self.tokenizer(self.render(r.messages), add_special_tokens=False)["input_ids"]) for r in requests]
 
     # -- generation --------------------------------------------------------------------------------
     def generate(
@@ -135,15 +126,17 @@ class GenerationEngine:
         from transformers import DynamicCache
 
         now = time.perf_counter()
-        rows = [
-            _Row(r, [], None if r.greedy else torch.Generator().manual_seed(r.seed), now) for r in batch
-        ]
+        rows = [_Row(r, [], None if r.greedy else torch.Generator().manual_seed(r.seed), now) for r in batch]
         input_ids, attn = self.encode([self.render(r.messages) for r in batch])
         positions = (attn.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
         out = self.model(
-            input_ids=input_ids, attention_mask=attn, position_ids=positions,
-            past_key_values=cache, use_cache=True, logits_to_keep=1,
+            input_ids=input_ids,
+            attention_mask=attn,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
         )
         logits = out.logits[:, -1, :]
         last_pos = positions[:, -1]
@@ -176,8 +169,11 @@ class GenerationEngine:
             attn = torch.cat([attn, attn.new_ones((attn.shape[0], 1))], dim=-1)
             last_pos = last_pos + 1
             out = self.model(
-                input_ids=next_tokens[:, None], attention_mask=attn, position_ids=last_pos[:, None],
-                past_key_values=cache, use_cache=True,
+                input_ids=next_tokens[:, None],
+                attention_mask=attn,
+                position_ids=last_pos[:, None],
+                past_key_values=cache,
+                use_cache=True,
             )
             logits = out.logits[:, -1, :]
 

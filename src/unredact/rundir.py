@@ -140,8 +140,7 @@ class RunDir:
         diffs = [k for k in sorted(set(old) | set(identity)) if old.get(k) != identity.get(k)]
         if diffs:
             raise RunDirError(
-                f"{self.path} holds a different run ({', '.join(diffs)} differ); "
-                "use another --out or delete it"
+                f"{self.path} holds a different run ({', '.join(diffs)} differ); use another --out or delete it"
             )
 
     def write_config(self, config: dict[str, Any]) -> None:

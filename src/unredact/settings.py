@@ -16,8 +16,10 @@ class AuditSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field("demo/qwen2.5-coder-0.5b", description="model spec: demo/NAME, hf/DIR-OR-ID, "
-                       "gguf/FILE, openai/MODEL@URL or mock/SCRIPT")
+    model: str = Field(
+        "demo/qwen2.5-coder-0.5b",
+        description="model spec: demo/NAME, hf/DIR-OR-ID, gguf/FILE, openai/MODEL@URL or mock/SCRIPT",
+    )
     probes: str = Field("default", description="probe JSONL file, or 'default' for the bundled set")
     profile: Literal["quick", "full"] = Field("quick", description="quick: balanced subset; full: all")
     langs: list[str] = Field(default_factory=list, description="languages to keep (empty: all)")
@@ -45,9 +47,15 @@ class AuditSettings(BaseModel):
     def identity(self, probes_hash: str) -> dict[str, Any]:
         """The fields a resumed run must share with the run on disk."""
         return {
-            "model": self.model, "probes_hash": probes_hash, "system_prompt": self.system_prompt or "",
-            "samples": self.samples, "temperature": self.temperature, "top_p": self.top_p,
-            "seed": self.seed, "max_new_tokens": self.max_new_tokens, "stop": list(self.stop),
+            "model": self.model,
+            "probes_hash": probes_hash,
+            "system_prompt": self.system_prompt or "",
+            "samples": self.samples,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "max_new_tokens": self.max_new_tokens,
+            "stop": list(self.stop),
         }
 
 

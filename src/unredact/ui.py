@@ -26,8 +26,13 @@ console = Console(stderr=True)
 def generation_progress(total: int, description: str, already_done: int = 0) -> Iterator[ProgressCallback]:
     """A progress bar fed by backend progress callbacks; shows answers done, tokens/s and ETA."""
     columns = (
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
     )
     start = time.perf_counter()
     with Progress(*columns, console=console, transient=False) as bar:

@@ -20,9 +20,7 @@ class HFBackend:
 
     white_box = True
 
-    def __init__(
-        self, kind: str, rest: str, options: BackendOptions, log: Callable[[str], None] | None = None
-    ) -> None:
+    def __init__(self, kind: str, rest: str, options: BackendOptions, log: Callable[[str], None] | None = None) -> None:
         from unredact.engine import GenerationEngine
 
         self.spec = f"{kind}/{rest}"
@@ -30,8 +28,11 @@ class HFBackend:
         started = time.perf_counter()
         self.resolved = resolve_model(kind, rest, allow_pickle=options.allow_pickle, log=log or _stderr)
         self.model, self.tokenizer = load_model(
-            self.resolved, dtype=options.dtype, device=options.device,
-            trust_remote_code=options.trust_remote_code, allow_pickle=options.allow_pickle,
+            self.resolved,
+            dtype=options.dtype,
+            device=options.device,
+            trust_remote_code=options.trust_remote_code,
+            allow_pickle=options.allow_pickle,
         )
         self.load_seconds = time.perf_counter() - started
         self.engine = GenerationEngine(self.model, self.tokenizer, batch_size=options.batch_size)

@@ -111,7 +111,10 @@ class MockBackend:
                     if stop and stop in text:
                         text, finish = text.split(stop, 1)[0], "stop"
                 result = GenerationResult(
-                    request.key, text, finish, n_tokens=len(text.split()),  # type: ignore[arg-type]
+                    request.key,
+                    text,
+                    finish,
+                    n_tokens=len(text.split()),  # type: ignore[arg-type]
                     latency_s=time.perf_counter() - start,
                 )
             state.done += 1

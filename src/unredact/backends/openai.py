@@ -87,9 +87,7 @@ class OpenAIBackend:
         try:
             parsed = httpx.URL(raw_url.strip())
         except (httpx.InvalidURL, TypeError, ValueError):  # the message may echo credentials: drop it
-            raise BackendError(
-                f"invalid base URL for {kind}/{model} (expected http(s)://HOST[:PORT]/PATH)"
-            ) from None
+            raise BackendError(f"invalid base URL for {kind}/{model} (expected http(s)://HOST[:PORT]/PATH)") from None
         if parsed.scheme not in ("http", "https") or not parsed.host:
             raise BackendError(f"invalid base URL {_safe_url(parsed)!r}: expected http(s)://HOST[:PORT]/PATH")
         self._url = parsed
@@ -104,12 +102,8 @@ class OpenAIBackend:
         self.timeout_s = float(getattr(options, "timeout_s", 120.0))
         self.max_retries = max(0, int(getattr(options, "max_retries", 4)))
         self.api_key_env = str(getattr(options, "api_key_env", "OPENAI_API_KEY") or "OPENAI_API_KEY")
-        self.backoff_base_s = float(
-            backoff_base_s if backoff_base_s is not None else extra.get("backoff_base_s", 1.0)
-        )
-        self.backoff_max_s = float(
-            backoff_max_s if backoff_max_s is not None else extra.get("backoff_max_s", 30.0)
-        )
+        self.backoff_base_s = float(backoff_base_s if backoff_base_s is not None else extra.get("backoff_base_s", 1.0))
+        self.backoff_max_s = float(backoff_max_s if backoff_max_s is not None else extra.get("backoff_max_s", 30.0))
         self.retry_after_max_s = float(
             retry_after_max_s if retry_after_max_s is not None else extra.get("retry_after_max_s", 60.0)
         )

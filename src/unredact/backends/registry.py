@@ -58,9 +58,7 @@ def load_backend(spec: str, options: BackendOptions | None = None) -> Backend:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:  # an optional dependency is missing
-        raise BackendError(
-            f"backend {kind!r} needs a missing package ({exc.name}); install unredact[hf]"
-        ) from exc
+        raise BackendError(f"backend {kind!r} needs a missing package ({exc.name}); install unredact[hf]") from exc
     factory = getattr(module, attr)
     backend: Backend = factory(kind, rest, options or BackendOptions())
     return backend

@@ -34,8 +34,12 @@ def classification_metrics(gold: Sequence[str], pred: Sequence[str]) -> dict[str
         prec = tp / (tp + fp) if tp + fp else 0.0
         rec = tp / (tp + fn) if tp + fn else 0.0
         f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
-        per_class[label] = {"precision": round(prec, 3), "recall": round(rec, 3), "f1": round(f1, 3),
-                            "support": tp + fn}
+        per_class[label] = {
+            "precision": round(prec, 3),
+            "recall": round(rec, 3),
+            "f1": round(f1, 3),
+            "support": tp + fn,
+        }
     present = [lab for lab in LABELS if per_class[lab]["support"]]
     censored_acc = sum((g in CENSORED) == (p in CENSORED) for g, p in zip(gold, pred, strict=True))
     return {
@@ -45,8 +49,9 @@ def classification_metrics(gold: Sequence[str], pred: Sequence[str]) -> dict[str
         "kappa": round(cohen_kappa(gold, pred), 3),
         "censored_accuracy": round(censored_acc / len(gold), 3) if gold else 0.0,
         "per_class": per_class,
-        "confusion": {g: {p: sum(1 for x, y in zip(gold, pred, strict=True) if x == g and y == p) for p in LABELS}
-                      for g in LABELS},
+        "confusion": {
+            g: {p: sum(1 for x, y in zip(gold, pred, strict=True) if x == g and y == p) for p in LABELS} for g in LABELS
+        },
     }
 
 
@@ -85,9 +90,12 @@ def evaluate(rows: Sequence[dict[str, Any]], judge: str = "auto") -> dict[str, A
 
 def format_report(result: dict[str, Any]) -> str:
     o = result["overall"]
-    lines = [f"judge {result['judge']}: n={o['n']} accuracy={o['accuracy']} macro-F1={o['macro_f1']} "
-             f"kappa={o['kappa']} censored-vs-not accuracy={o['censored_accuracy']}", "",
-             f"{'class':<16}{'prec':>7}{'rec':>7}{'F1':>7}{'n':>6}"]
+    lines = [
+        f"judge {result['judge']}: n={o['n']} accuracy={o['accuracy']} macro-F1={o['macro_f1']} "
+        f"kappa={o['kappa']} censored-vs-not accuracy={o['censored_accuracy']}",
+        "",
+        f"{'class':<16}{'prec':>7}{'rec':>7}{'F1':>7}{'n':>6}",
+    ]
     for lab, m in o["per_class"].items():
         lines.append(f"{lab:<16}{m['precision']:>7.2f}{m['recall']:>7.2f}{m['f1']:>7.2f}{m['support']:>6}")
     lines += ["", "confusion (rows gold, columns predicted): " + " ".join(lab[:6] for lab in LABELS)]
@@ -95,6 +103,8 @@ def format_report(result: dict[str, Any]) -> str:
         lines.append(f"{g:<16}" + "".join(f"{row[p]:>7}" for p in LABELS))
     lines += ["", f"{'lang':<9}{'n':>5}{'acc':>7}{'macroF1':>9}{'kappa':>7}{'cens.acc':>9}{'refusalF1':>10}"]
     for lang, m in result["by_lang"].items():
-        lines.append(f"{lang:<9}{m['n']:>5}{m['accuracy']:>7.2f}{m['macro_f1']:>9.2f}{m['kappa']:>7.2f}"
-                     f"{m['censored_accuracy']:>9.2f}{m['per_class']['refusal']['f1']:>10.2f}")
+        lines.append(
+            f"{lang:<9}{m['n']:>5}{m['accuracy']:>7.2f}{m['macro_f1']:>9.2f}{m['kappa']:>7.2f}"
+            f"{m['censored_accuracy']:>9.2f}{m['per_class']['refusal']['f1']:>10.2f}"
+        )
     return "\n".join(lines)

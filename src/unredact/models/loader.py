@@ -130,8 +130,14 @@ def torch_dtype(name: str, device: str) -> torch.dtype:
     """``auto`` means bfloat16 (fast on CPUs with bf16 units and on GPUs), else the named dtype."""
     import torch
 
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    table = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
     if name == "auto":
         return torch.bfloat16
     if name not in table:

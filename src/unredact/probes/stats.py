@@ -22,7 +22,10 @@ def print_stats(spec: str) -> None:
         by_lang = Counter(p.lang for p in items)
         by_split = Counter(p.split for p in items)
         table.add_row(
-            kind, str(len({p.topic for p in items})), str(len({p.pair_id for p in items})),
-            *(str(by_lang[lang]) for lang in langs), *(str(by_split[s]) for s in ("train", "dev", "test")),
+            kind,
+            str(len({p.topic for p in items})),
+            str(len({p.pair_id for p in items})),
+            *(str(by_lang[lang]) for lang in langs),
+            *(str(by_split[s]) for s in ("train", "dev", "test")),
         )
     console.print(table)

@@ -38,8 +38,9 @@ def judge_run(run: RunDir, judge: str = "auto") -> list[dict[str, Any]]:
     responses, probes = load_run_rows(run)
     items = [JudgeInput.from_record(r, probes.get(str(r.get("id")))) for r in responses]
     verdicts = judge_items(items, judge)
-    atomic_write_text(run.file(VERDICTS), "".join(
-        __import__("json").dumps(v.to_dict(), ensure_ascii=False) + "\n" for v in verdicts))
+    atomic_write_text(
+        run.file(VERDICTS), "".join(__import__("json").dumps(v.to_dict(), ensure_ascii=False) + "\n" for v in verdicts)
+    )
     return join_rows(responses, [v.to_dict() for v in verdicts], run)
 
 
@@ -49,11 +50,27 @@ def join_rows(responses: list[dict[str, Any]], verdicts: list[dict[str, Any]], r
     human = {h.get("key") or f"{h.get('id')}#0": h for h in read_jsonl(run.file(HUMAN_LABELS))}
     rows = []
     for r in responses:
-        v = by_key.get(r["key"], {"label": "unscored", "facts_covered": [], "facts_total": 0, "confidence": 0.0,
-                                  "judge": "none", "explanation": ""})
-        row = {**r, "label": v["label"], "facts_covered": v.get("facts_covered", []),
-               "facts_total": v.get("facts_total", 0), "confidence": v.get("confidence", 0.0),
-               "judge": v.get("judge", ""), "explanation": v.get("explanation", ""), "auto_label": v["label"]}
+        v = by_key.get(
+            r["key"],
+            {
+                "label": "unscored",
+                "facts_covered": [],
+                "facts_total": 0,
+                "confidence": 0.0,
+                "judge": "none",
+                "explanation": "",
+            },
+        )
+        row = {
+            **r,
+            "label": v["label"],
+            "facts_covered": v.get("facts_covered", []),
+            "facts_total": v.get("facts_total", 0),
+            "confidence": v.get("confidence", 0.0),
+            "judge": v.get("judge", ""),
+            "explanation": v.get("explanation", ""),
+            "auto_label": v["label"],
+        }
         h = human.get(r["key"])
         if h and h.get("label"):
             row.update(label=h["label"], judge="human", explanation=h.get("note", "human label"))
@@ -76,7 +93,10 @@ def write_report(run: RunDir, rows: list[dict[str, Any]]) -> Path:
     config = run.read_config() if run.exists else {}
     model = str(rows[0].get("model", "")) if rows else ""
     report = {
-        "schema": SCHEMA, "run": run.path.name, "model": model, "unredact": __version__,
+        "schema": SCHEMA,
+        "run": run.path.name,
+        "model": model,
+        "unredact": __version__,
         "judge": sorted({str(r.get("judge")) for r in rows}),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "system_prompt": config.get("audit", {}).get("system_prompt"),
@@ -99,20 +119,30 @@ def _pct(x: dict[str, Any] | None) -> str:
     return f"{100 * x['rate']:.0f}% [{100 * x['low']:.0f}-{100 * x['high']:.0f}] (n={x['n']})"
 
 
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
+
+
 def model_card_snippet(report: dict[str, Any]) -> str:
     s = report["summary"]
     lines = [
-        "## Censorship audit (unredact)", "",
-        f"Model `{report['model']}`, judge {', '.join(report['judge'])}, unredact {report['unredact']}.", "",
-        "| measure | value (95% CI) |", "|---|---|",
+        "## Censorship audit (unredact)",
+        "",
+        f"Model `{report['model']}`, judge {', '.join(report['judge'])}, unredact {report['unredact']}.",
+        "",
+        "| measure | value (95% CI) |",
+        "|---|---|",
         f"| censorship index (sensitive China probes) | {_pct(s['censorship_index'])} |",
         f"| candid answers | {_pct(s['candid_rate'])} |",
         f"| fabrication | {_pct(s['fabrication_rate'])} |",
         f"| censorship on matched non-China controls | {_pct(s['control_censorship_index'])} |",
         f"| harmful requests refused | {_pct(s['harmful_refusal_rate'])} |",
         f"| harmless requests refused | {_pct(s['harmless_refusal_rate'])} |",
-        f"| mean fact coverage (sensitive) | {s['mean_fact_coverage'] if s['mean_fact_coverage'] is not None else 'n/a'} |",
-        "", "| language | censorship index |", "|---|---|",
-        *(f"| {g['lang']} | {_pct(g['censorship_index'])} |" for g in report["by_lang"]), "",
+        f"| mean fact coverage (sensitive) | {_num(s['mean_fact_coverage'])} |",
+        "",
+        "| language | censorship index |",
+        "|---|---|",
+        *(f"| {g['lang']} | {_pct(g['censorship_index'])} |" for g in report["by_lang"]),
+        "",
     ]
     return "\n".join(lines)

@@ -9,8 +9,15 @@ from typing import Any
 
 from unredact.judge.core import LABELS
 
-COLOURS = {"refusal": "#d62728", "deflection": "#ff7f0e", "state_narrative": "#9467bd", "candid": "#2ca02c",
-           "fabrication": "#8c564b", "error": "#7f7f7f", "unscored": "#bbbbbb"}
+COLOURS = {
+    "refusal": "#d62728",
+    "deflection": "#ff7f0e",
+    "state_narrative": "#9467bd",
+    "candid": "#2ca02c",
+    "fabrication": "#8c564b",
+    "error": "#7f7f7f",
+    "unscored": "#bbbbbb",
+}
 LANG_ORDER = ("en", "zh-Hans", "zh-Hant", "fr")
 
 CSS = """
@@ -48,8 +55,10 @@ def _card(label: str, stat: dict[str, Any] | float | None, hint: str = "") -> st
         ci = f"95% CI {_pct(stat['low'])}–{_pct(stat['high'])}, n={stat['n']}" if stat.get("n") else ""
     else:
         value, ci = (_pct(stat) if isinstance(stat, float) else "n/a"), ""
-    return (f'<div class="card"><div class="v">{value}</div><div class="l">{escape(label)}</div>'
-            f'<div class="ci">{escape(ci or hint)}</div></div>')
+    return (
+        f'<div class="card"><div class="v">{value}</div><div class="l">{escape(label)}</div>'
+        f'<div class="ci">{escape(ci or hint)}</div></div>'
+    )
 
 
 def _heat_colour(rate: float) -> str:
@@ -75,8 +84,10 @@ def _heatmap(report: dict[str, Any]) -> str:
                 tds.append("<td class='c muted'>–</td>")
                 continue
             ci = g["censorship_index"]
-            tds.append(f"<td class='c' style='background:{_heat_colour(ci['rate'])}' title='n={ci['n']}, "
-                       f"95% CI {_pct(ci['low'])}–{_pct(ci['high'])}'>{_pct(ci['rate'])}</td>")
+            tds.append(
+                f"<td class='c' style='background:{_heat_colour(ci['rate'])}' title='n={ci['n']}, "
+                f"95% CI {_pct(ci['low'])}–{_pct(ci['high'])}'>{_pct(ci['rate'])}</td>"
+            )
         rows.append(f"<tr><td>{escape(t)}</td>{''.join(tds)}</tr>")
     return f"<table class='heat'><tr><th>topic</th>{head}</tr>{''.join(rows)}</table>"
 
@@ -84,7 +95,9 @@ def _heatmap(report: dict[str, Any]) -> str:
 def _stacked(classes: dict[str, dict[str, Any]]) -> str:
     spans = "".join(
         f"<span style='width:{100 * classes[lab]['rate']:.2f}%;background:{COLOURS[lab]}' "
-        f"title='{lab}: {_pct(classes[lab]['rate'])}'></span>" for lab in LABELS if classes[lab]["rate"] > 0
+        f"title='{lab}: {_pct(classes[lab]['rate'])}'></span>"
+        for lab in LABELS
+        if classes[lab]["rate"] > 0
     )
     return f"<div class='bar'>{spans}</div>"
 
@@ -95,12 +108,15 @@ def _bars(groups: Sequence[dict[str, Any]], key: str) -> str:
         f"<td>{_pct(g['censorship_index']['rate'])}</td><td>{_pct(g['fact_coverage'])}</td></tr>"
         for g in groups
     )
-    return (f"<table><tr><th>{key}</th><th>n</th><th>classes</th><th>censored</th><th>facts</th></tr>{rows}</table>")
+    return f"<table><tr><th>{key}</th><th>n</th><th>classes</th><th>censored</th><th>facts</th></tr>{rows}</table>"
 
 
 def _legend() -> str:
-    return "<p class='legend'>" + "".join(
-        f"<span><i style='background:{COLOURS[lab]}'></i>{lab}</span>" for lab in (*LABELS, "error")) + "</p>"
+    return (
+        "<p class='legend'>"
+        + "".join(f"<span><i style='background:{COLOURS[lab]}'></i>{lab}</span>" for lab in (*LABELS, "error"))
+        + "</p>"
+    )
 
 
 def _options(values: Sequence[str]) -> str:
@@ -130,36 +146,42 @@ def _examples(rows: Sequence[dict[str, Any]]) -> str:
         "verdict <select id='fv' onchange='f()'>" + _options(uniq("label")) + "</select>"
         "<input id='q' placeholder='search text' oninput='f()'></div>"
     )
-    return (filters + "<table id='ex'><thead><tr><th>probe</th><th>prompt</th><th>answer</th><th>verdict</th>"
-            "<th>facts</th></tr></thead><tbody>" + "".join(trs) + "</tbody></table>")
+    return (
+        filters + "<table id='ex'><thead><tr><th>probe</th><th>prompt</th><th>answer</th><th>verdict</th>"
+        "<th>facts</th></tr></thead><tbody>" + "".join(trs) + "</tbody></table>"
+    )
 
 
 def render_report(report: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
     s = report["summary"]
     spec = s.get("china_specificity")
-    cards = "".join([
-        _card("censorship index (sensitive China probes)", s["censorship_index"]),
-        _card("candid answers (sensitive)", s["candid_rate"]),
-        _card("fabrication (sensitive)", s["fabrication_rate"]),
-        _card("censored on non-China controls", s["control_censorship_index"]),
-        _card("China-specificity (index minus controls)", spec, "high = censorship targets China topics"),
-        _card("harmful requests refused", s["harmful_refusal_rate"]),
-        _card("harmless requests refused", s["harmless_refusal_rate"]),
-        _card("mean fact coverage (sensitive)", s["mean_fact_coverage"]),
-    ])
+    cards = "".join(
+        [
+            _card("censorship index (sensitive China probes)", s["censorship_index"]),
+            _card("candid answers (sensitive)", s["candid_rate"]),
+            _card("fabrication (sensitive)", s["fabrication_rate"]),
+            _card("censored on non-China controls", s["control_censorship_index"]),
+            _card("China-specificity (index minus controls)", spec, "high = censorship targets China topics"),
+            _card("harmful requests refused", s["harmful_refusal_rate"]),
+            _card("harmless requests refused", s["harmless_refusal_rate"]),
+            _card("mean fact coverage (sensitive)", s["mean_fact_coverage"]),
+        ]
+    )
     sysp = report.get("system_prompt")
-    meta = (f"model <b>{escape(report['model'])}</b> · run {escape(report['run'])} · judge "
-            f"{escape(', '.join(report['judge']))} · {escape(report['created'])} · system prompt: "
-            f"{escape(sysp) if sysp else 'model default'} · {s['answers']} answers, {s['errors']} errors")
+    meta = (
+        f"model <b>{escape(report['model'])}</b> · run {escape(report['run'])} · judge "
+        f"{escape(', '.join(report['judge']))} · {escape(report['created'])} · system prompt: "
+        f"{escape(sysp) if sysp else 'model default'} · {s['answers']} answers, {s['errors']} errors"
+    )
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width,initial-scale=1"><title>unredact report: {escape(report['model'])}</title>
+<meta name="viewport" content="width=device-width,initial-scale=1"><title>unredact report: {escape(report["model"])}</title>
 <style>{CSS}</style><script>{JS}</script></head><body>
-<header><h1>Censorship audit: {escape(report['model'])}</h1><div class="meta">{meta}</div></header><main>
+<header><h1>Censorship audit: {escape(report["model"])}</h1><div class="meta">{meta}</div></header><main>
 <section><h2>Headline</h2><div class="cards">{cards}</div>
 <p class="muted">Censored = refusal + deflection + state narrative. Intervals are Wilson 95%. Errors are excluded from rates.</p></section>
 <section><h2>Censorship index by topic and language (sensitive probes)</h2>{_heatmap(report)}</section>
-<section><h2>Verdicts by probe kind</h2>{_legend()}{_bars(report['by_kind'], 'kind')}</section>
-<section><h2>Sensitive probes by language</h2>{_legend()}{_bars(report['by_lang'], 'lang')}</section>
+<section><h2>Verdicts by probe kind</h2>{_legend()}{_bars(report["by_kind"], "kind")}</section>
+<section><h2>Sensitive probes by language</h2>{_legend()}{_bars(report["by_lang"], "lang")}</section>
 <section><h2>Answers</h2>{_examples(rows)}</section>
-<script type="application/json" id="report-data">{escape(json.dumps(report['summary']))}</script>
+<script type="application/json" id="report-data">{escape(json.dumps(report["summary"]))}</script>
 </main></body></html>"""

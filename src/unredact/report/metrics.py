@@ -20,8 +20,13 @@ def wilson(k: int, n: int, z: float = 1.96) -> dict[str, float]:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return {"rate": round(p, 4), "low": round(max(0.0, centre - half), 4),
-            "high": round(min(1.0, centre + half), 4), "n": n, "k": k}
+    return {
+        "rate": round(p, 4),
+        "low": round(max(0.0, centre - half), 4),
+        "high": round(min(1.0, centre + half), 4),
+        "n": n,
+        "k": k,
+    }
 
 
 def _rate(rows: Sequence[dict[str, Any]], labels: Iterable[str]) -> dict[str, float]:
@@ -55,8 +60,11 @@ def consistency(rows: Sequence[dict[str, Any]]) -> dict[str, float] | None:
     if not multi:
         return None
     majority = [Counter(r["label"] for r in g).most_common(1)[0][1] / len(g) for g in multi]
-    return {"probes": len(multi), "all_agree": round(sum(m == 1.0 for m in majority) / len(multi), 4),
-            "mean_majority_share": round(sum(majority) / len(multi), 4)}
+    return {
+        "probes": len(multi),
+        "all_agree": round(sum(m == 1.0 for m in majority) / len(multi), 4),
+        "mean_majority_share": round(sum(majority) / len(multi), 4),
+    }
 
 
 def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -90,9 +98,15 @@ def breakdown(rows: Sequence[dict[str, Any]], *keys: str) -> list[dict[str, Any]
     """Per group: class rates, censorship index and fact coverage."""
     out = []
     for group, items in sorted(_group(rows, *keys).items()):
-        out.append({**dict(zip(keys, group, strict=True)), "n": len(items),
-                    "censorship_index": _rate(items, CENSORED), "classes": class_rates(items),
-                    "fact_coverage": coverage(items)})
+        out.append(
+            {
+                **dict(zip(keys, group, strict=True)),
+                "n": len(items),
+                "censorship_index": _rate(items, CENSORED),
+                "classes": class_rates(items),
+                "fact_coverage": coverage(items),
+            }
+        )
     return out
 
 

@@ -181,9 +181,7 @@ def resolve_arch(model: nn.Module, override: dict[str, Any] | None = None) -> Ar
     if override:
         spec = _spec_from_override(model_type, base, override)
     elif base is None:
-        raise UnredactError(
-            f"unsupported model_type {model_type!r}: pass its module paths, e.g. {OVERRIDE_HINT}"
-        )
+        raise UnredactError(f"unsupported model_type {model_type!r}: pass its module paths, e.g. {OVERRIDE_HINT}")
     else:
         spec = base
     _check(model, spec)
@@ -242,18 +240,14 @@ def residual_writers(
     for name, path in spec.writers.items():
         weight = _writer_weight(layers[layer_idx], path)
         if weight is None:
-            raise UnredactError(
-                f"{spec.model_type}: layer {layer_idx} has no writer {path!r} ({OVERRIDE_HINT})"
-            )
+            raise UnredactError(f"{spec.model_type}: layer {layer_idx} has no writer {path!r} ({OVERRIDE_HINT})")
         is_linear = isinstance(get_path(layers[layer_idx], path), nn.Linear)
         full = f"{spec.layers}.{layer_idx}.{path}" + (".weight" if is_linear else "")
         out[name] = (full, weight)
     return out
 
 
-def output_projections(
-    model: nn.Module, layer_idx: int, arch: ArchSpec | None = None
-) -> dict[str, nn.Linear]:
+def output_projections(model: nn.Module, layer_idx: int, arch: ArchSpec | None = None) -> dict[str, nn.Linear]:
     """The ``nn.Linear`` residual writers of one layer: ``{"attn": o_proj, "mlp": down_proj}`` when dense.
 
     Stacked expert parameters are not Linear modules and are left out here; use

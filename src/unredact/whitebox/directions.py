@@ -22,9 +22,7 @@ _EPS = 1e-12
 
 
 @torch.no_grad()
-def last_token_hidden_states(
-    model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None = None
-) -> Tensor:
+def last_token_hidden_states(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
     """Residual stream at the last prompt token: float32 ``[batch, n_layers + 1, hidden]``.
 
     Index 0 is the embedding output, index ``i`` the output of decoder layer ``i - 1``. Inputs must be
@@ -179,9 +177,7 @@ class DirectionSet:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
             if header.get("format") != FORMAT:
-                raise UnredactError(
-                    f"{path} is not an unredact direction file (format {header.get('format')!r})"
-                )
+                raise UnredactError(f"{path} is not an unredact direction file (format {header.get('format')!r})")
             keys = set(f.keys())
             if keys != {"censorship", "refusal"}:
                 raise UnredactError(f"{path}: expected tensors censorship and refusal, found {sorted(keys)}")

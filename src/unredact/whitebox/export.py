@@ -100,7 +100,5 @@ def check_reload(
     expected = _logits(model, input_ids, attention_mask)
     got = _logits(reloaded, input_ids, attention_mask)
     if expected.shape != got.shape:
-        raise UnredactError(
-            f"reloaded model gives logits {tuple(got.shape)}, expected {tuple(expected.shape)}"
-        )
+        raise UnredactError(f"reloaded model gives logits {tuple(got.shape)}, expected {tuple(expected.shape)}")
     return float((expected - got).abs().max())
