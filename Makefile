@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean chromium
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -13,7 +13,7 @@ $(BIN)/python:
 # torch first, pinned: a plain `torch` requirement would pull several GB of CUDA packages.
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[hf,remove,dev]"
+	$(BIN)/pip install -q -e ".[hf,remove,web,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -21,7 +21,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/unredact demo --out runs/demo
 
-test: $(STAMP)
+# Browser tests drive Debian's chromium (never a downloaded browser).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium fonts-noto-cjk >/dev/null; } \
+	  || echo "warning: could not install chromium; browser tests need /usr/bin/chromium"
+
+test: $(STAMP) chromium
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 

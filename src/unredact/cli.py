@@ -21,6 +21,17 @@ probes_app = typer.Typer(help="Inspect and validate probe sets.", no_args_is_hel
 app.add_typer(models_app, name="models")
 app.add_typer(probes_app, name="probes")
 
+
+def _mount_web() -> None:
+    """The review app's commands (its dependencies load only when a command runs)."""
+    from unredact.web.cli import serve, users_app
+
+    app.command("serve", help="Serve the expert review web app over a runs directory.")(serve)
+    app.add_typer(users_app, name="users")
+
+
+_mount_web()
+
 ModelOpt = Annotated[
     str | None,
     typer.Option("--model", "-m", help="demo/NAME, hf/DIR-OR-ID, gguf/FILE, openai/MODEL@URL or mock/SCRIPT"),
