@@ -27,8 +27,14 @@ def naive_loop(backend, requests: list[GenerationRequest]) -> tuple[int, float]:
     for req in requests:
         ids, mask = engine.encode([engine.render(req.messages)])
         with torch.inference_mode():
-            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=req.max_new_tokens,
-                                 do_sample=False, eos_token_id=sorted(engine.eos_ids), pad_token_id=tok.pad_token_id)
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=req.max_new_tokens,
+                do_sample=False,
+                eos_token_id=sorted(engine.eos_ids),
+                pad_token_id=tok.pad_token_id,
+            )
         tokens += int(out.shape[1] - ids.shape[1])
     return tokens, time.perf_counter() - start
 
@@ -58,20 +64,35 @@ def main() -> None:
     probes = select_probes(load_probes("default"), kinds=["sensitive", "neutral", "harmless"], profile="quick")
     step = max(1, len(probes) // args.n)
     chosen = probes[::step][: args.n]
-    requests = [GenerationRequest(key=p.id, messages=({"role": "user", "content": p.prompt},),
-                                  max_new_tokens=args.tokens) for p in chosen]
+    requests = [
+        GenerationRequest(key=p.id, messages=({"role": "user", "content": p.prompt},), max_new_tokens=args.tokens)
+        for p in chosen
+    ]
     naive_tokens, naive_s = naive_loop(backend, requests)
     eng_tokens, eng_s = engine_run(backend, requests)
     result = {
-        "model": args.model, "prompts": len(requests), "max_new_tokens": args.tokens, "batch_size": args.batch_size,
-        "dtype": backend.describe()["dtype"], "threads": torch.get_num_threads(),
-        "naive": {"tokens": naive_tokens, "seconds": round(naive_s, 1), "tok_per_s": round(naive_tokens / naive_s, 1),
-                  "probes_per_s": round(len(requests) / naive_s, 3)},
-        "engine": {"tokens": eng_tokens, "seconds": round(eng_s, 1), "tok_per_s": round(eng_tokens / eng_s, 1),
-                   "probes_per_s": round(len(requests) / eng_s, 3)},
+        "model": args.model,
+        "prompts": len(requests),
+        "max_new_tokens": args.tokens,
+        "batch_size": args.batch_size,
+        "dtype": backend.describe()["dtype"],
+        "threads": torch.get_num_threads(),
+        "naive": {
+            "tokens": naive_tokens,
+            "seconds": round(naive_s, 1),
+            "tok_per_s": round(naive_tokens / naive_s, 1),
+            "probes_per_s": round(len(requests) / naive_s, 3),
+        },
+        "engine": {
+            "tokens": eng_tokens,
+            "seconds": round(eng_s, 1),
+            "tok_per_s": round(eng_tokens / eng_s, 1),
+            "probes_per_s": round(len(requests) / eng_s, 3),
+        },
         "speedup_probes_per_s": round(naive_s / eng_s, 2),
         "speedup_tok_per_s": round((eng_tokens / eng_s) / (naive_tokens / naive_s), 2),
-        "load_first_s": first_load, "load_cached_s": round(cached_load, 1),
+        "load_first_s": first_load,
+        "load_cached_s": round(cached_load, 1),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

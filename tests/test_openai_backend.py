@@ -97,7 +97,9 @@ class FakeServer:
             def do_GET(self) -> None:
                 with server.lock:
                     server.paths.append(("GET", self.path))
-                if self.path.endswith("/models"):
+                if self.path.endswith("/locked/models"):
+                    self._send(401, b'{"error": {"message": "bad key"}}')
+                elif self.path.endswith("/models"):
                     self._send(200, json.dumps({"object": "list", "data": [{"id": "m"}]}).encode())
                 else:
                     self._send(404, b'{"error": {"message": "not found"}}')
@@ -406,6 +408,13 @@ def test_models_endpoint_missing_still_proceeds(server: FakeServer) -> None:
     res = run_all(make_backend(server.base_url.removesuffix("/v1") + "/other"), [req("z")])
     assert ("GET", "/other/models") in server.paths
     assert res["z"].text == "echo: z"
+
+
+def test_refused_credentials_fail_before_any_result(server: FakeServer) -> None:
+    backend = make_backend(server.base_url.removesuffix("/v1") + "/locked")
+    with pytest.raises(BackendError, match=r"refused the credentials \(HTTP 401\)"):
+        next(iter(backend.generate([req("z")])))
+    assert not any(method == "POST" for method, _ in server.paths)
 
 
 # -- credentials and describe --------------------------------------------------------------------------

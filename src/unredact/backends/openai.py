@@ -310,12 +310,17 @@ class OpenAIBackend:
         if self._reachable or not self.check_reachable:
             return
         try:
-            self._client.get(self._models_url, timeout=httpx.Timeout(min(self.timeout_s, 10.0)))
+            answer = self._client.get(self._models_url, timeout=httpx.Timeout(min(self.timeout_s, 10.0)))
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol) as exc:
             reason = self._scrub(self._exc_reason(exc))
             raise BackendError(f"cannot reach {self.base_url}: {reason}") from None
         except httpx.HTTPError:
-            pass  # it answered somehow (slow, odd protocol): let the real requests decide
+            answer = None  # it answered somehow (slow, odd protocol): let the real requests decide
+        if answer is not None and answer.status_code in (401, 403):
+            raise BackendError(
+                f"{self.base_url} refused the credentials (HTTP {answer.status_code}); "
+                f"check the API key in ${self.api_key_env}"
+            )
         self._reachable = True
 
     # -- Backend protocol --------------------------------------------------------------------------
