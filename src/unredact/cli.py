@@ -285,6 +285,31 @@ def compare(
 
 
 @app.command()
+def directions(
+    model: Annotated[str, typer.Option("--model", "-m", help="local model spec")] = "demo/qwen2.5-coder-0.5b",
+    out: Annotated[Path, typer.Option("--out", "-o", help="directions file (.safetensors)")] = Path(
+        "runs/directions.safetensors"
+    ),
+    probes: Annotated[str, typer.Option(help="probe file or 'default' (train split is used)")] = "default",
+    audit_run: Annotated[
+        Path | None, typer.Option(help="audit run: keep only the sensitive probes the model censored")
+    ] = None,
+    dtype: Annotated[str, typer.Option(help="auto (bf16), float32 ...")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="prompts per forward pass")] = 16,
+) -> None:
+    """Censorship and harmful-refusal directions per layer (the censorship one orthogonal to refusal)."""
+    from unredact.backends.registry import LOCAL_KINDS, BackendOptions, load_backend, parse_spec
+
+    if parse_spec(model)[0] not in LOCAL_KINDS:
+        raise UnredactError(f"{model}: directions need local weights (demo/, hf/, gguf/)")
+    from unredact.whitebox.extract import extract_directions
+
+    backend = load_backend(model, BackendOptions(dtype=dtype))
+    result = extract_directions(backend, probes, out, audit_run, batch_size)  # type: ignore[arg-type]
+    _echo(f"[bold green]directions:[/] {out} ({result.n_layers} layers, hidden {result.hidden_size})")
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="run directory")] = Path("runs/demo"),
     model: Annotated[str, typer.Option(help="demo model")] = "demo/qwen2.5-coder-0.5b",

@@ -1,0 +1,32 @@
+"""`unredact directions` end to end on a tiny random model saved to disk (hf/ backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from tests.conftest import tiny_model, tiny_tokenizer
+from unredact.backends.hf import HFBackend
+from unredact.backends.registry import BackendOptions
+from unredact.whitebox.directions import DirectionSet
+from unredact.whitebox.extract import extract_directions
+
+
+def test_directions_from_a_local_model(tmp_path: Path) -> None:
+    tok = tiny_tokenizer()
+    model = tiny_model("qwen2", len(tok))
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    backend = HFBackend("hf", str(tmp_path / "m"), BackendOptions(dtype="float32", device="cpu"))
+    out = tmp_path / "dirs.safetensors"
+    result = extract_directions(backend, "default", out, batch_size=64)
+    loaded = DirectionSet.load(out)
+    assert loaded.n_layers == 2 and loaded.censorship.shape == (3, 32)
+    norms = loaded.censorship.norm(dim=-1)
+    live = norms > 0
+    assert torch.allclose(norms[live], torch.ones_like(norms[live]), atol=1e-4)
+    dots = (loaded.censorship * loaded.refusal).sum(-1).abs()
+    assert float(dots.max()) < 1e-4
+    assert set(loaded.prompt_hashes) == {"sensitive", "control-sensitive", "harmful", "harmless"}
+    assert result.model_id == f"hf/{tmp_path / 'm'}"
