@@ -183,3 +183,11 @@ def test_help_is_fast_and_torch_free() -> None:
     assert proc.returncode == 0, proc.stderr
     helped = subprocess.run([sys.executable, "-m", "unredact", "--help"], capture_output=True, text=True, check=False)
     assert helped.returncode == 0 and "audit" in helped.stdout
+
+
+def test_shipped_default_config_mirrors_the_settings() -> None:
+    from unredact.settings import default_toml, load_settings
+
+    shipped = Path(__file__).parent.parent / "config.default.toml"
+    assert shipped.read_text(encoding="utf-8") == default_toml()
+    assert load_settings(shipped, {}) == AuditSettings()

@@ -59,6 +59,21 @@ class AuditSettings(BaseModel):
         }
 
 
+def default_toml() -> str:
+    """The shipped ``config.default.toml``: every audit setting with its default and description."""
+    import tomli_w
+
+    lines = ["# unredact audit settings (use with --config FILE; CLI flags override these).", "[audit]"]
+    for name, field in AuditSettings.model_fields.items():
+        lines.append(f"# {field.description}")
+        default = field.get_default(call_default_factory=True)
+        if default is None:
+            lines.append(f"# {name} =")
+        else:
+            lines.append(tomli_w.dumps({name: default}).strip())
+    return "\n".join(lines) + "\n"
+
+
 def load_settings(config_file: Path | None, overrides: dict[str, Any]) -> AuditSettings:
     """Defaults < TOML file < explicit CLI values (None means 'not given')."""
     data: dict[str, Any] = {}
