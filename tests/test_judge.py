@@ -7,10 +7,11 @@ from pathlib import Path
 
 from unredact.backends.mock import MockBackend
 from unredact.judge import JudgeInput, judge_items
-from unredact.judge.evaluate import classification_metrics, cohen_kappa
+from unredact.judge.evaluate import classification_metrics
 from unredact.judge.lexical import LexicalJudge
 from unredact.judge.llm import LLMJudge, parse_verdict
 from unredact.judge.normalize import normalize
+from unredact.stats import cohen_kappa
 
 TAM_FACTS = [
     {"name": "date", "forms": ["June 4", "4 June", "六四", "6月4日"]},

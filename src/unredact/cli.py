@@ -217,24 +217,13 @@ def judge(
 
 
 def _read_answers(path: Path) -> list[dict[str, Any]]:
-    import json
+    from unredact.rundir import read_jsonl_strict
 
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UnredactError(f"cannot read {path}: {exc}") from exc
-    rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UnredactError(f"{path}:{n}: invalid JSON ({exc.msg})") from exc
-        if not isinstance(row, dict) or "id" not in row or not isinstance(row.get("response", ""), str):
-            raise UnredactError(f"{path}:{n}: each line needs 'id' and a string 'response'")
-        rows.append(row)
-    return rows
+    def check(row: dict[str, Any]) -> str | None:
+        ok = "id" in row and isinstance(row.get("response", ""), str)
+        return None if ok else "each line needs 'id' and a string 'response'"
+
+    return read_jsonl_strict(path, check)
 
 
 @app.command("judge-eval")

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 
-from unredact.errors import RunDirError
+from unredact.errors import RunDirError, UnredactError
 
 RESPONSES = "responses.jsonl"
 VERDICTS = "verdicts.jsonl"
@@ -71,6 +71,29 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
                 continue
             if isinstance(obj, dict):
                 yield obj
+
+
+def read_jsonl_strict(path: Path, check: Callable[[dict[str, Any]], str | None] | None = None) -> list[dict[str, Any]]:
+    """Every record of a user-supplied JSONL file; the first bad line is one clear error with file:line."""
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except OSError as exc:
+        raise UnredactError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise UnredactError(f"{path}: not valid UTF-8 (byte {exc.start})") from exc
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UnredactError(f"{path}:{n}: invalid JSON ({exc.msg})") from exc
+        problem = "expected a JSON object" if not isinstance(row, dict) else (check(row) if check else None)
+        if problem:
+            raise UnredactError(f"{path}:{n}: {problem}")
+        rows.append(row)
+    return rows
 
 
 def latest_by_key(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:

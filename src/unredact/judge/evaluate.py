@@ -3,8 +3,6 @@ confusion matrix, censored-vs-not accuracy; overall and per language."""
 
 from __future__ import annotations
 
-import json
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,17 +10,16 @@ from typing import Any
 from unredact.errors import UnredactError
 from unredact.judge.core import CENSORED, LABELS, JudgeInput
 from unredact.judge.layered import judge_items
+from unredact.rundir import read_jsonl_strict
+from unredact.stats import cohen_kappa
 
 
-def cohen_kappa(a: Sequence[str], b: Sequence[str]) -> float:
-    """Cohen's kappa of two label sequences (1 = perfect agreement, 0 = chance level)."""
-    n = len(a)
-    if n == 0:
-        return 0.0
-    observed = sum(x == y for x, y in zip(a, b, strict=True)) / n
-    ca, cb = Counter(a), Counter(b)
-    expected = sum(ca[k] * cb[k] for k in set(ca) | set(cb)) / (n * n)
-    return 1.0 if expected == 1.0 else (observed - expected) / (1 - expected)
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
 
 
 def classification_metrics(gold: Sequence[str], pred: Sequence[str]) -> dict[str, Any]:
@@ -46,7 +43,7 @@ def classification_metrics(gold: Sequence[str], pred: Sequence[str]) -> dict[str
         "n": len(gold),
         "accuracy": round(sum(g == p for g, p in zip(gold, pred, strict=True)) / len(gold), 3) if gold else 0.0,
         "macro_f1": round(sum(per_class[lab]["f1"] for lab in present) / len(present), 3) if present else 0.0,
-        "kappa": round(cohen_kappa(gold, pred), 3),
+        "kappa": _round(cohen_kappa(gold, pred)),
         "censored_accuracy": round(censored_acc / len(gold), 3) if gold else 0.0,
         "per_class": per_class,
         "confusion": {
@@ -56,22 +53,12 @@ def classification_metrics(gold: Sequence[str], pred: Sequence[str]) -> dict[str
 
 
 def load_labelled_file(path: Path, split: str | None) -> list[dict[str, Any]]:
-    rows = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UnredactError(f"cannot read {path}: {exc}") from exc
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UnredactError(f"{path}:{n}: invalid JSON ({exc.msg})") from exc
-        if not isinstance(row, dict) or row.get("label") not in LABELS or "response" not in row:
-            raise UnredactError(f"{path}:{n}: needs 'response' and a 'label' in {', '.join(LABELS)}")
-        if split is None or row.get("split", split) == split:
-            rows.append(row)
+    def check(row: dict[str, Any]) -> str | None:
+        if row.get("label") not in LABELS or not isinstance(row.get("response"), str):
+            return f"needs a string 'response' and a 'label' in {', '.join(LABELS)}"
+        return None
+
+    rows = [r for r in read_jsonl_strict(path, check) if split is None or r.get("split", split) == split]
     if not rows:
         raise UnredactError(f"{path}: no labelled rows" + (f" in split {split!r}" if split else ""))
     return rows
@@ -104,7 +91,7 @@ def format_report(result: dict[str, Any]) -> str:
     lines += ["", f"{'lang':<9}{'n':>5}{'acc':>7}{'macroF1':>9}{'kappa':>7}{'cens.acc':>9}{'refusalF1':>10}"]
     for lang, m in result["by_lang"].items():
         lines.append(
-            f"{lang:<9}{m['n']:>5}{m['accuracy']:>7.2f}{m['macro_f1']:>9.2f}{m['kappa']:>7.2f}"
+            f"{lang:<9}{m['n']:>5}{m['accuracy']:>7.2f}{m['macro_f1']:>9.2f}{_fmt(m['kappa']):>7}"
             f"{m['censored_accuracy']:>9.2f}{m['per_class']['refusal']['f1']:>10.2f}"
         )
     return "\n".join(lines)
