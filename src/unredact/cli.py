@@ -223,7 +223,10 @@ def _read_answers(path: Path) -> list[dict[str, Any]]:
         ok = "id" in row and isinstance(row.get("response", ""), str)
         return None if ok else "each line needs 'id' and a string 'response'"
 
-    return read_jsonl_strict(path, check)
+    rows = read_jsonl_strict(path, check)
+    if not rows:
+        raise UnredactError(f"{path}: no answers to judge")
+    return rows
 
 
 @app.command("judge-eval")
