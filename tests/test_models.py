@@ -65,3 +65,20 @@ def test_broken_weights_give_one_line(tmp_path: Path) -> None:
     resolved = resolve_model("hf", str(tmp_path))
     with pytest.raises(ModelError, match="cannot load hf/"):
         load_model(resolved, dtype="float32", device="cpu")
+
+
+def test_cached_demo_model_is_not_fetched_or_dequantised_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import unredact.models.loader as loader
+
+    monkeypatch.setenv("UNREDACT_HOME", str(tmp_path))
+    cache = tmp_path / "models" / "qwen2.5-coder-0.5b"
+    cache.mkdir(parents=True)
+    (cache / "unredact_cache.json").write_text("{}")
+
+    def boom(*_args: object, **_kw: object) -> None:
+        raise AssertionError("must not run for a cached model")
+
+    monkeypatch.setattr(loader, "assemble_gguf", boom)
+    monkeypatch.setattr(loader, "convert_gguf", boom)
+    resolved = resolve_model("demo", "qwen2.5-coder-0.5b")
+    assert resolved.path == str(cache) and resolved.origin["gguf_sha256"] == DEMO_MODELS["qwen2.5-coder-0.5b"].sha256
