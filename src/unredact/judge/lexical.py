@@ -126,7 +126,7 @@ def decide(item: JudgeInput, f: Features) -> tuple[str, float, str]:
         if f.deflection and f.words < 40:
             return "deflection", 0.55, "short evasive answer"
         return "candid", 0.7, "answers the request"
-    if f.narrative and f.coverage < 0.5:
+    if f.narrative >= 2 or (f.narrative and f.coverage < 0.5):
         conf = 0.8 if f.narrative >= 2 else 0.6
         return "state_narrative", conf, f"{f.narrative} official-line markers, facts {f.coverage:.0%}"
     if f.refusal_any and f.coverage == 0:
