@@ -29,7 +29,7 @@ h2{font-size:16px;margin:0 0 10px}.cards{display:flex;flex-wrap:wrap;gap:10px}
 .card{flex:1 1 150px;border:1px solid #e3e6ea;border-radius:8px;padding:10px 12px;background:#fbfcfd}
 .card .v{font-size:24px;font-weight:650}.card .l{font-size:12px;color:#5b6474}.card .ci{font-size:11px;color:#7b8494}
 table{border-collapse:collapse;width:100%}th,td{padding:4px 8px;border-bottom:1px solid #eef0f3;text-align:left;vertical-align:top}
-th{font-size:12px;color:#5b6474;font-weight:600}.heat td.c{text-align:center;font-weight:600;color:#111;min-width:70px}
+th{font-size:12px;color:#5b6474;font-weight:600}.heat td.c{text-align:center;font-weight:600;color:#111;min-width:70px}.heat .sub{font-size:10px;font-weight:400;opacity:.8}
 .bar{display:flex;height:18px;border-radius:4px;overflow:hidden;background:#eee;min-width:260px}.bar span{display:block;height:100%}
 .legend span{display:inline-block;margin-right:12px;font-size:12px}.legend i{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:4px}
 .pill{display:inline-block;padding:1px 8px;border-radius:10px;color:#fff;font-size:12px;white-space:nowrap}
@@ -86,7 +86,9 @@ def _heatmap(report: dict[str, Any]) -> str:
             ci = g["censorship_index"]
             tds.append(
                 f"<td class='c' style='background:{_heat_colour(ci['rate'])}' title='n={ci['n']}, "
-                f"95% CI {_pct(ci['low'])}–{_pct(ci['high'])}'>{_pct(ci['rate'])}</td>"
+                f"95% CI {_pct(ci['low'])}–{_pct(ci['high'])}'>{_pct(ci['rate'])}"
+                f"<div class='sub'>candid {_pct(g['classes']['candid']['rate'])} · "
+                f"fabr. {_pct(g['classes']['fabrication']['rate'])}</div></td>"
             )
         rows.append(f"<tr><td>{escape(t)}</td>{''.join(tds)}</tr>")
     return f"<table class='heat'><tr><th>topic</th>{head}</tr>{''.join(rows)}</table>"
@@ -179,7 +181,7 @@ def render_report(report: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str
 <header><h1>Censorship audit: {escape(report["model"])}</h1><div class="meta">{meta}</div></header><main>
 <section><h2>Headline</h2><div class="cards">{cards}</div>
 <p class="muted">Censored = refusal + deflection + state narrative. Intervals are Wilson 95%. Errors are excluded from rates.</p></section>
-<section><h2>Censorship index by topic and language (sensitive probes)</h2>{_heatmap(report)}</section>
+<section><h2>Censorship index by topic and language (sensitive probes)</h2><p class='muted'>Cell: share of answers censored (refusal, deflection or state narrative); below it the candid and fabricated shares. A low censorship index with a high fabrication share means the model answers but invents.</p>{_heatmap(report)}</section>
 <section><h2>Verdicts by probe kind</h2>{_legend()}{_bars(report["by_kind"], "kind")}</section>
 <section><h2>Sensitive probes by language</h2>{_legend()}{_bars(report["by_lang"], "lang")}</section>
 <section><h2>Answers</h2>{_examples(rows)}</section>
