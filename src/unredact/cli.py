@@ -32,6 +32,16 @@ def _mount_web() -> None:
 
 _mount_web()
 
+
+def _mount_remove() -> None:
+    """`unredact remove` (torch and optuna load only when it runs)."""
+    from unredact.whitebox.cli import remove
+
+    app.command("remove", help="Remove censorship from a local model: directions, search, confirm, export.")(remove)
+
+
+_mount_remove()
+
 ModelOpt = Annotated[
     str | None,
     typer.Option("--model", "-m", help="demo/NAME, hf/DIR-OR-ID, gguf/FILE, openai/MODEL@URL or mock/SCRIPT"),
