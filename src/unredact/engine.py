@@ -42,6 +42,30 @@ def eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) ->
     return ids
 
 
+def left_padded_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids for left-padded rows: 0 at each row's first real token (padding clamped to 0)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def prefill(
+    model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> tuple[torch.Tensor, Any, torch.Tensor]:
+    """One cached forward pass over left-padded prompts: last-position logits, the KV cache, positions."""
+    from transformers import DynamicCache
+
+    positions = left_padded_positions(attention_mask)
+    cache = DynamicCache(config=model.config)
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    return out.logits[:, -1, :], cache, positions
+
+
 class GenerationEngine:
     """Turns chat requests into answers with one model; see module docstring."""
 
@@ -123,22 +147,10 @@ class GenerationEngine:
     def _generate_batch(
         self, batch: list[GenerationRequest], state: Progress, progress: ProgressCallback | None
     ) -> Iterator[GenerationResult]:
-        from transformers import DynamicCache
-
         now = time.perf_counter()
         rows = [_Row(r, [], None if r.greedy else torch.Generator().manual_seed(r.seed), now) for r in batch]
         input_ids, attn = self.encode([self.render(r.messages) for r in batch])
-        positions = (attn.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self.model.config)
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=attn,
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        logits = out.logits[:, -1, :]
+        logits, cache, positions = prefill(self.model, input_ids, attn)
         last_pos = positions[:, -1]
         max_new = max(r.max_new_tokens for r in batch)
         for step in range(max_new):

@@ -14,6 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from unredact.engine import left_padded_positions
 from unredact.errors import UnredactError
 from unredact.whitebox.arch import model_device
 
@@ -35,7 +36,7 @@ def last_token_hidden_states(model: nn.Module, input_ids: Tensor, attention_mask
         raise UnredactError("hidden states need LEFT-padded inputs: some rows end with padding")
     device = model_device(model)
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    position_ids = left_padded_positions(attention_mask)
     out = model(
         input_ids=input_ids,
         attention_mask=attention_mask,

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from unredact.engine import left_padded_positions, prefill
 from unredact.errors import UnredactError
 from unredact.whitebox.arch import model_device
 
@@ -168,10 +169,6 @@ def opening_trie(backend: HFBackend, depth: int = 2, openings: Iterable[str] | N
 # ---- scoring ------------------------------------------------------------------------------------
 
 
-def _positions(mask: Tensor) -> Tensor:
-    return (mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
 @torch.no_grad()
 def opening_mass(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, trie: OpeningTrie) -> Tensor:
     """Per-row probability (float32) that the continuation starts with a leaf of ``trie``.
@@ -180,23 +177,13 @@ def opening_mass(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, tr
     internal prefix of the trie is fed as one token to a copy of its parent's cache row (rows laid out
     prompt-major), so level d costs one forward of ``n x (internal nodes at depth d)`` single tokens.
     """
-    from transformers import DynamicCache
 
     device = model_device(model)
     ids, mask = input_ids.to(device), attention_mask.to(device)
     n = ids.shape[0]
     children = trie.children()
-    cache = DynamicCache(config=model.config)
-    positions = _positions(mask)
-    out = model(
-        input_ids=ids,
-        attention_mask=mask,
-        position_ids=positions,
-        past_key_values=cache,
-        use_cache=True,
-        logits_to_keep=1,
-    )
-    logp = out.logits[:, -1:].float().log_softmax(-1)  # [n, nodes=1, V]
+    last_logits, cache, positions = prefill(model, ids, mask)
+    logp = last_logits[:, None].float().log_softmax(-1)  # [n, nodes=1, V]
     last_pos = positions[:, -1]
     frontier: list[tuple[int, ...]] = [()]
     path: dict[tuple[int, ...], Tensor] = {(): torch.zeros(n, device=device)}
@@ -311,7 +298,11 @@ def teacher_forced_inputs(
         ids, mask = ids.to(device), mask.to(device)
         for _ in range(k - 1):
             out = model(
-                input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=False, logits_to_keep=1
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=left_padded_positions(mask),
+                use_cache=False,
+                logits_to_keep=1,
             )
             ids = torch.cat([ids, out.logits[:, -1].argmax(-1)[:, None]], dim=-1)
             mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
@@ -328,7 +319,7 @@ def _batched_answer_logprobs(model: nn.Module, inputs: TeacherForced) -> Iterabl
         out = model(
             input_ids=ids,
             attention_mask=mask,
-            position_ids=_positions(mask),
+            position_ids=left_padded_positions(mask),
             use_cache=False,
             logits_to_keep=inputs.k,
         )
