@@ -42,6 +42,16 @@ def _mount_remove() -> None:
 
 _mount_remove()
 
+
+def _mount_verify() -> None:
+    """`unredact verify` (torch loads only when it runs)."""
+    from unredact.verify.cli import verify
+
+    app.command("verify", help="Compare a modified model with its original: drift, knowledge, culture, safety.")(verify)
+
+
+_mount_verify()
+
 ModelOpt = Annotated[
     str | None,
     typer.Option("--model", "-m", help="demo/NAME, hf/DIR-OR-ID, gguf/FILE, openai/MODEL@URL or mock/SCRIPT"),

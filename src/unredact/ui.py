@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -43,3 +43,23 @@ def generation_progress(total: int, description: str, already_done: int = 0) -> 
             bar.update(task, completed=already_done + p.done, rate=f"{p.tokens / elapsed:,.1f} tok/s")
 
         yield update
+
+
+@contextmanager
+def step_progress(total: int, description: str) -> Iterator[Callable[[int], None]]:
+    """A progress bar for counted work (items scored, prompts compared); call ``advance(n)``."""
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task(description, total=total)
+
+        def advance(n: int) -> None:
+            bar.advance(task, n)
+
+        yield advance

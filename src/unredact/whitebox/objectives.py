@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -274,6 +274,7 @@ class TeacherForced:
     batches: list[tuple[Tensor, Tensor]]
     langs: list[str]
     k: int
+    order: list[int] = field(default_factory=list)  # row r is chat order[r] of the caller's list
 
     @property
     def n(self) -> int:
@@ -307,7 +308,7 @@ def teacher_forced_inputs(
             ids = torch.cat([ids, out.logits[:, -1].argmax(-1)[:, None]], dim=-1)
             mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
         batches.append((ids.cpu(), mask.cpu()))
-    return TeacherForced(batches, [langs[i] for i in order], k)
+    return TeacherForced(batches, [langs[i] for i in order], k, order)
 
 
 def _batched_answer_logprobs(model: nn.Module, inputs: TeacherForced) -> Iterable[tuple[int, Tensor]]:
@@ -342,14 +343,11 @@ def _check_k(inputs: TeacherForced, k: int | None) -> int:
 
 
 @torch.no_grad()
-def kl_first_tokens(
-    base_logprobs: Tensor, model: nn.Module, inputs: TeacherForced, k: int | None = None
-) -> dict[str, float]:
-    """Mean KL(base ‖ model) over the first ``k`` answer tokens: ``{"all": ..., lang: ...}``.
+def kl_per_prompt(base_logprobs: Tensor, model: nn.Module, inputs: TeacherForced, k: int | None = None) -> Tensor:
+    """KL(base ‖ model) of every prompt, averaged over its first ``k`` answer tokens: float32 ``[n]``.
 
     Per prompt: (1/k) Σ_{t=1..k} Σ_v p_base(v|t) (log p_base(v|t) - log p_model(v|t)), in float32.
-    "all" is the mean over prompts; each language key the mean over that language's prompts. The
-    unedited model gives exactly 0 (same inputs, same batches, same kernels).
+    Rows follow ``inputs.langs``. The unedited model gives exactly 0 (same inputs, batches, kernels).
     """
     k = _check_k(inputs, k)
     if base_logprobs.shape[0] != inputs.n or base_logprobs.shape[1] < k:
@@ -359,6 +357,19 @@ def kl_first_tokens(
         lp = base_logprobs[start : start + lq.shape[0], :k].float()
         kl = torch.nn.functional.kl_div(lq[:, :k], lp, log_target=True, reduction="none").sum(-1)
         per_row[start : start + lq.shape[0]] = kl.clamp(min=0.0).mean(-1)
+    return per_row
+
+
+@torch.no_grad()
+def kl_first_tokens(
+    base_logprobs: Tensor, model: nn.Module, inputs: TeacherForced, k: int | None = None
+) -> dict[str, float]:
+    """Mean KL(base ‖ model) over the first ``k`` answer tokens: ``{"all": ..., lang: ...}``.
+
+    "all" is the mean of :func:`kl_per_prompt` over prompts; each language key the mean over that
+    language's prompts.
+    """
+    per_row = kl_per_prompt(base_logprobs, model, inputs, k)
     out = {"all": float(per_row.mean())}
     for lang in dict.fromkeys(inputs.langs):
         rows = [i for i, x in enumerate(inputs.langs) if x == lang]

@@ -1,0 +1,1 @@
+"""Verification: does a modified model keep its capabilities, languages, cultural knowledge and safety?"""
