@@ -243,8 +243,17 @@ def test_export_of_an_edit_reloads_with_equal_logits(backend: HFBackend, tmp_pat
 # ---- end to end ---------------------------------------------------------------------------------
 
 
-def test_run_remove_end_to_end(tmp_path: Path) -> None:
+def test_run_remove_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from unredact.verify.run import VerifyOutcome
     from unredact.whitebox.remove import run_remove
+
+    verified: list[Any] = []
+
+    def fake_verify(vs: Any, out: Path) -> VerifyOutcome:  # verify itself is tested in test_verify.py
+        verified.append((vs, out))
+        return VerifyOutcome(out, True, [], 0.0)
+
+    monkeypatch.setattr("unredact.verify.run.run_verify", fake_verify)
 
     spec = {
         ("sensitive", "train"): 2,
@@ -278,8 +287,18 @@ def test_run_remove_end_to_end(tmp_path: Path) -> None:
         proxy_depth=2,
         candidates=2,
         judge="lexical",
+        verify="smoke",
     )
     result = run_remove(f"hf/{model_dir}", out, trials=3, budget_minutes=5, **options)
+    # the exported model is verified against the original, with the run's probes and profile
+    (vs, vout), *_ = verified
+    assert (vs.original, vs.modified, vs.profile, vs.probes) == (
+        f"hf/{model_dir}",
+        f"hf/{out / 'model'}",
+        "smoke",
+        str(probe_file),
+    )
+    assert vout == out / "verify" and result.verify_passed is True
     for name in ("directions.safetensors", JOURNAL, "MODEL_CARD.md", "reproduce.json", "selection.json"):
         assert (out / name).is_file(), name
     for run in ("baseline-dev", "baseline-test", f"edited-test-trial-{result.chosen_trial}"):

@@ -28,7 +28,9 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
-def _ci(w: Mapping[str, Any] | None) -> str:
+def _ci(w: Mapping[str, Any] | float | None) -> str:
+    if isinstance(w, float):
+        return _pct(w)
     if not w or not w.get("n"):
         return "n/a"
     return f"{_pct(w['rate'])} <span class='muted'>[{_pct(w['low'])}–{_pct(w['high'])}] n={w['n']}</span>"

@@ -45,10 +45,12 @@ def remove(
     system_prompt: Annotated[str | None, typer.Option(help=_help("system_prompt"))] = None,
     judge: Annotated[str, typer.Option(help=_help("judge"))] = "auto",
     audit_run: Annotated[Path | None, typer.Option(help=_help("audit_run"))] = None,
+    verify: Annotated[str, typer.Option(help=_help("verify"))] = "quick",
 ) -> None:
     """Remove political censorship from a local model (directional ablation), keeping safety refusals.
 
-    Baseline audit -> directions -> search -> confirm on dev -> audit on test -> export to OUT/model.
+    Baseline audit -> directions -> search -> confirm on dev -> audit on test -> export to OUT/model
+    -> verify against the original in OUT/verify.
     Re-run the same command to resume.
     """
     try:
@@ -85,4 +87,5 @@ def remove(
         system_prompt=system_prompt,
         judge=judge,
         audit_run=str(audit_run) if audit_run else None,
+        verify=verify,
     )

@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -81,6 +81,9 @@ class RemoveSettings(BaseModel):
     audit_run: str | None = Field(
         None, description="audit run with train-split verdicts: search only on sensitive prompts it judged censored"
     )
+    verify: Literal["none", "smoke", "quick", "full"] = Field(
+        "quick", description="verification of the exported model against the original (profile, or none)"
+    )
 
     def identity(self) -> dict[str, Any]:
         """Fields a resumed run must share with the run on disk (trials, budget, selection may change)."""
@@ -125,6 +128,7 @@ class RemoveResult:
     seconds: float
     peak_rss_mb: float
     timings: dict[str, float] = field(default_factory=dict)
+    verify_passed: bool | None = None
 
 
 # ---- probe selection ----------------------------------------------------------------------------
@@ -609,7 +613,34 @@ def _run(s: RemoveSettings, out: Path) -> RemoveResult:
     )
     atomic_write_json(out / "reproduce.json", reproduce_record(s, backend, result, study, probe_file, out))
     _print_summary(result)
+    if s.verify != "none":
+        backend.close()  # one model in memory at a time: verify loads the original, then the export
+        del backend, deltas
+        result.verify_passed = verify_stage(s, model_dir, out)
     return result
+
+
+def verify_stage(s: RemoveSettings, model_dir: Path, out: Path) -> bool:
+    """``unredact verify`` of the exported model against the original, in OUT/verify."""
+    from unredact.verify.cli import print_outcome
+    from unredact.verify.run import run_verify
+    from unredact.verify.settings import VerifySettings
+
+    console.rule("[bold]verify[/]: exported model vs original")
+    vs = VerifySettings(
+        original=s.model,
+        modified=f"hf/{model_dir}",
+        profile=s.verify,
+        probes=s.probes,
+        system_prompt=s.system_prompt,
+        dtype=s.dtype,
+        device=s.device,
+        batch_size=s.batch_size,
+        judge=s.judge,
+    )
+    outcome = run_verify(vs, out / "verify")
+    print_outcome(outcome.checks, outcome.passed, out / "verify")
+    return outcome.passed
 
 
 def proxy_validation_stage(backend: HFBackend, s: RemoveSettings, out: Path) -> dict[str, Any]:
