@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -191,3 +192,46 @@ def test_shipped_default_config_mirrors_the_settings() -> None:
     shipped = Path(__file__).parent.parent / "config.default.toml"
     assert shipped.read_text(encoding="utf-8") == default_toml()
     assert load_settings(shipped, {}) == AuditSettings()
+
+
+def test_demo_pipeline_chains_audit_remove_verify_and_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`unredact demo` wiring: the audit feeds the removal, the before/after page compares its test audits."""
+    from types import SimpleNamespace
+
+    import unredact.pipeline as pipeline
+
+    calls: dict[str, Any] = {}
+
+    def fake_audit(settings: AuditSettings, out: Path) -> Path:
+        calls["audit"] = (settings.model, settings.profile, out)
+        return out / "report.html"
+
+    def fake_remove(model: str, out: Path, **kw: Any) -> Any:
+        calls["remove"] = (model, out, kw)
+        return SimpleNamespace(chosen_trial=3, verify_passed=True, model_dir=out / "model", model_card=out / "card")
+
+    def fake_compare(a: Path, b: Path, out: Path) -> Path:
+        calls["compare"] = (a, b, out)
+        return out
+
+    monkeypatch.setattr(pipeline, "audit_and_report", fake_audit)
+    monkeypatch.setattr("unredact.whitebox.remove.run_remove", fake_remove)
+    monkeypatch.setattr("unredact.report.compare.compare_runs", fake_compare)
+    pipeline.run_demo("demo/x", tmp_path, trials=2, verify_profile="smoke")
+    assert calls["audit"] == ("demo/x", "quick", tmp_path / "audit")
+    model, out, kw = calls["remove"]
+    assert (model, out, kw["audit_run"], kw["verify"], kw["trials"]) == (
+        "demo/x",
+        tmp_path / "remove",
+        str(tmp_path / "audit"),
+        "smoke",
+        2,
+    )
+    assert calls["compare"] == (
+        tmp_path / "remove" / "baseline-test",
+        tmp_path / "remove" / "edited-test-trial-3",
+        tmp_path / "before_after.html",
+    )
+    calls.clear()
+    pipeline.run_demo("demo/x", tmp_path, audit_only=True)
+    assert set(calls) == {"audit"}

@@ -325,14 +325,15 @@ def directions(
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="run directory")] = Path("runs/demo"),
     model: Annotated[str, typer.Option(help="demo model")] = "demo/qwen2.5-coder-0.5b",
+    audit_only: Annotated[bool, typer.Option(help="stop after the audit")] = False,
+    trials: Annotated[int, typer.Option(help="removal search trials")] = 8,
+    budget_minutes: Annotated[float, typer.Option(help="removal search budget")] = 8.0,
+    verify: Annotated[str, typer.Option(help="verify profile: smoke, quick, full or none")] = "smoke",
 ) -> None:
-    """Audit the demo model on the quick profile and write the report (what `make demo` runs)."""
-    from unredact.pipeline import audit_and_report
-    from unredact.settings import AuditSettings
+    """The whole pipeline on the demo model (what `make demo` runs): audit -> remove -> verify -> report."""
+    from unredact.pipeline import run_demo
 
-    settings = AuditSettings(model=model, profile="quick", max_new_tokens=128, batch_size=8)
-    path = audit_and_report(settings, out)
-    _echo(f"open {path} in a browser; `unredact serve {out.parent}` to review answers")
+    run_demo(model, out, audit_only=audit_only, trials=trials, budget_minutes=budget_minutes, verify_profile=verify)
 
 
 def main() -> None:
