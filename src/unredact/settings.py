@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from unredact.errors import UnredactError
+from unredact.validation import read_toml_table, validate_settings
 
 
 class AuditSettings(BaseModel):
@@ -75,18 +74,7 @@ def default_toml() -> str:
 
 
 def load_settings(config_file: Path | None, overrides: dict[str, Any]) -> AuditSettings:
-    """Defaults < TOML file < explicit CLI values (None means 'not given')."""
-    data: dict[str, Any] = {}
-    if config_file is not None:
-        try:
-            data = tomllib.loads(config_file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise UnredactError(f"cannot read config {config_file}: {exc}") from exc
-        data = data.get("audit", data)
+    """Defaults < TOML file (its ``[audit]`` table) < explicit CLI values (None means 'not given')."""
+    data = read_toml_table(config_file, "audit")
     data.update({k: v for k, v in overrides.items() if v is not None and v != []})
-    try:
-        return AuditSettings.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        raise UnredactError(f"invalid setting {loc}: {err['msg']}") from exc
+    return validate_settings(AuditSettings, data)

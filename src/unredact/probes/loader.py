@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from unredact.errors import ProbeFileError
 from unredact.probes.schema import Probe
+from unredact.validation import parse_jsonl_records
 
 DEFAULT_PROBES = "default"
 
@@ -25,49 +23,9 @@ def resolve_probe_path(spec: str) -> Path:
     return default_probe_path() if spec == DEFAULT_PROBES else Path(spec)
 
 
-def _format_validation(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(x) for x in err["loc"]) or "item"
-        parts.append(f"{loc}: {err['msg']}")
-    return "; ".join(parts)
-
-
 def validate_file(path: Path) -> tuple[list[Probe], list[str]]:
     """Parse every line; return the valid probes and a list of ``file:line: problem`` messages."""
-    problems: list[str] = []
-    probes: list[Probe] = []
-    lines_of: dict[str, int] = {}
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        return [], [f"{path}: cannot read ({exc.strerror or exc})"]
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        return [], [f"{path}:{line}: not valid UTF-8 (byte {exc.start})"]
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            problems.append(f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})")
-            continue
-        if not isinstance(obj, dict):
-            problems.append(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            continue
-        try:
-            probe = Probe.model_validate(obj)
-        except ValidationError as exc:
-            problems.append(f"{path}:{lineno}: {_format_validation(exc)}")
-            continue
-        if probe.id in lines_of:
-            problems.append(f"{path}:{lineno}: duplicate id {probe.id!r} (first on line {lines_of[probe.id]})")
-            continue
-        lines_of[probe.id] = lineno
-        probes.append(probe)
+    probes, lines_of, problems = parse_jsonl_records(path, Probe)
     problems.extend(_cross_item_problems(path, probes, lines_of))
     if not probes and not problems:
         problems.append(f"{path}: no probes in file")

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from unredact.errors import UnredactError
 from unredact.probes.schema import LANGS, Lang
+from unredact.validation import parse_jsonl_records
 
 __all__ = [
     "DEFAULT_KNOWLEDGE",
@@ -70,49 +70,9 @@ def resolve_knowledge_path(spec: str | Path) -> Path:
     return default_knowledge_path() if str(spec) == DEFAULT_KNOWLEDGE else Path(spec)
 
 
-def _format_validation(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(x) for x in err["loc"]) or "item"
-        parts.append(f"{loc}: {err['msg']}")
-    return "; ".join(parts)
-
-
 def validate_knowledge_file(path: Path) -> tuple[list[KnowledgeItem], list[str]]:
     """Parse every line; return the valid items and a list of ``file:line: problem`` messages."""
-    problems: list[str] = []
-    items: list[KnowledgeItem] = []
-    lines_of: dict[str, int] = {}
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        return [], [f"{path}: cannot read ({exc.strerror or exc})"]
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        return [], [f"{path}:{line}: not valid UTF-8 (byte {exc.start})"]
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            problems.append(f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})")
-            continue
-        if not isinstance(obj, dict):
-            problems.append(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            continue
-        try:
-            item = KnowledgeItem.model_validate(obj)
-        except ValidationError as exc:
-            problems.append(f"{path}:{lineno}: {_format_validation(exc)}")
-            continue
-        if item.id in lines_of:
-            problems.append(f"{path}:{lineno}: duplicate id {item.id!r} (first on line {lines_of[item.id]})")
-            continue
-        lines_of[item.id] = lineno
-        items.append(item)
+    items, lines_of, problems = parse_jsonl_records(path, KnowledgeItem)
     problems.extend(_cross_item_problems(path, items, lines_of))
     if not items and not problems:
         problems.append(f"{path}: no knowledge items in file")

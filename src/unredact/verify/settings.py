@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from unredact.errors import UnredactError
+from unredact.validation import read_toml_table, validate_settings
 
 
 class Thresholds(BaseModel):
@@ -67,17 +66,6 @@ class VerifySettings(BaseModel):
 
 def load_verify_settings(config_file: Path | None, overrides: dict[str, Any]) -> VerifySettings:
     """Defaults < ``[verify]`` table of a TOML file < explicit CLI values (None: not given)."""
-    data: dict[str, Any] = {}
-    if config_file is not None:
-        try:
-            doc = tomllib.loads(config_file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise UnredactError(f"cannot read config {config_file}: {exc}") from exc
-        data = dict(doc.get("verify", {}))
+    data = read_toml_table(config_file, "verify") if config_file is not None else {}
     data.update({k: v for k, v in overrides.items() if v is not None and v != []})
-    try:
-        return VerifySettings.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        raise UnredactError(f"invalid verify setting {loc}: {err['msg']}") from exc
+    return validate_settings(VerifySettings, data, "verify setting")
