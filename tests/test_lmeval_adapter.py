@@ -304,3 +304,18 @@ def test_importing_the_module_does_not_import_lm_eval() -> None:
 
     code = "import sys, unredact.verify.lmeval as m; assert m.lmeval_available(); assert 'lm_eval' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_verify_runs_lmeval_tasks_on_both_models(tasks_dir: Path, tmp_path: Path) -> None:
+    from tests.test_verify import save_tiny, settings
+    from unredact.verify.run import run_verify
+
+    orig, damaged = save_tiny(tmp_path / "orig"), save_tiny(tmp_path / "damaged", damage=2.0)
+    s = settings(f"hf/{orig}", f"hf/{damaged}", lmeval_tasks=[TASK], lmeval_include=str(tasks_dir))
+    outcome = run_verify(s, tmp_path / "v")
+    knowledge = {c.name: c for c in outcome.checks}["knowledge"]
+    lm = knowledge.metrics["lmeval"]
+    assert set(lm) == {"original", "modified"}
+    assert lm["original"][TASK]["n"] == len(ITEMS) == lm["modified"][TASK]["n"]
+    assert (tmp_path / "v" / "lmeval" / "modified.json").is_file()
+    assert "lm-eval tasks" in (tmp_path / "v" / "report.html").read_text(encoding="utf-8")
