@@ -597,9 +597,12 @@ def render_markdown(cmp: dict[str, Any]) -> str:
         "under its own system prompt.",
         f"- unredact: trial {cmp['unredact']['chosen_trial']}; its KL is the first-"
         f"{cmp['unredact']['kl_tokens']}-token KL on harmless train prompts from its search.",
-        "- Common KL: unredact.whitebox.objectives first-token KL(original || edited) on all harmless test probes, "
-        "teacher-forced on the original's greedy answer, for both edits.",
     ]
+    if cmp["rows"]["heretic"].get("kl_common"):
+        out.append(
+            "- Common KL: unredact.whitebox.objectives first-token KL(original || edited) on all harmless test probes, "
+            "teacher-forced on the original's greedy answer, for both edits."
+        )
     out += [f"- {n}" for n in cmp["notes"]]
     return "\n".join(out) + "\n"
 
