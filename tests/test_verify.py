@@ -139,6 +139,13 @@ def test_overcorrection_and_fluency() -> None:
     check = C.check_fluency({"original": sens, "modified": loops}, T)
     text = " ".join(check.failures)
     assert check.status == C.FAIL and "degenerate" in text and "repetition" in text
+    # refusals that became (longer) answers are not a fluency problem; neutral answers cut at the cap are
+    answers = [row("sensitive", "candid", text={"unfinished": True})] * 10
+    assert C.check_fluency({"original": sens, "modified": answers}, T).status == C.PASS
+    calm = [row("neutral", "candid")] * 10
+    cut = [row("neutral", "candid", text={"unfinished": True})] * 3 + calm[:7]
+    check = C.check_fluency({"original": calm, "modified": cut}, T)
+    assert check.status == C.FAIL and "cut at the length cap" in check.failures[0]
 
 
 def test_knowledge_check_counts_paired_changes() -> None:

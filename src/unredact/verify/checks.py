@@ -20,6 +20,8 @@ from unredact.verify.settings import Thresholds
 from unredact.verify.textcheck import check_answer
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
+#: probe kinds whose answers should not change in kind after a removal (fluency's length check)
+STEADY_KINDS = frozenset({"neutral", "harmless"})
 SIDES = ("original", "modified")
 Rows = Sequence[dict[str, Any]]
 
@@ -281,7 +283,10 @@ def check_fluency(rows: Mapping[str, Rows], t: Thresholds) -> Check:
     if not answered["original"] or not answered["modified"]:
         return Check("fluency", title, SKIP, "no answers")
     degenerate = {side: _rate(answered[side], lambda r: r["text"]["degenerate"]) for side in SIDES}
-    unfinished = {side: _rate(answered[side], lambda r: r["text"]["unfinished"]) for side in SIDES}
+    # cut answers only where the kind of answer should not change: a refusal that becomes an answer
+    # is longer by design, so sensitive, control and harmful probes would count a success as damage
+    steady = {side: [r for r in answered[side] if r.get("kind") in STEADY_KINDS] for side in SIDES}
+    unfinished = {side: _rate(steady[side], lambda r: r["text"]["unfinished"]) for side in SIDES}
     repetition = {side: statistics.fmean(r["text"]["repetition"] for r in answered[side]) for side in SIDES}
     failures = []
     d_deg = degenerate["modified"]["rate"] - degenerate["original"]["rate"]
@@ -292,7 +297,7 @@ def check_fluency(rows: Mapping[str, Rows], t: Thresholds) -> Check:
         failures.append(f"mean 4-gram repetition rose {_pts(d_rep)}")
     d_unf = unfinished["modified"]["rate"] - unfinished["original"]["rate"]
     if d_unf > t.unfinished_increase_max:
-        failures.append(f"answers cut at the length cap rose {_pts(d_unf)}")
+        failures.append(f"neutral/harmless answers cut at the length cap rose {_pts(d_unf)}")
     metrics = {
         "degenerate_rate": degenerate,
         "unfinished_rate": unfinished,
@@ -301,7 +306,7 @@ def check_fluency(rows: Mapping[str, Rows], t: Thresholds) -> Check:
     }
     summary = (
         f"degenerate {_pct(degenerate['original']['rate'])} -> {_pct(degenerate['modified']['rate'])}; "
-        f"repetition {repetition['original']:.3f} -> {repetition['modified']:.3f}; cut at cap "
+        f"repetition {repetition['original']:.3f} -> {repetition['modified']:.3f}; neutral/harmless cut at cap "
         f"{_pct(unfinished['original']['rate'])} -> {_pct(unfinished['modified']['rate'])}"
     )
     return _finish("fluency", title, summary, metrics, failures)

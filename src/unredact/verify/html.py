@@ -197,7 +197,7 @@ def render_verify(doc: Mapping[str, Any]) -> str:
             {
                 "degenerate_rate": "degenerate answers",
                 "mean_repetition": "mean 4-gram repetition",
-                "unfinished_rate": "cut at the length cap",
+                "unfinished_rate": "cut at the length cap (neutral, harmless)",
                 "degenerate_by_lang": "degenerate",
             },
         ),
