@@ -262,3 +262,14 @@ def test_cli_exit_codes_and_errors(tiny_dirs: tuple[Path, Path], tmp_path: Path)
     cfg.write_text("[verify.thresholds]\ndrift_mean_maxx = 1\n")
     with pytest.raises(UnredactError, match="drift_mean_maxx"):
         load_verify_settings(cfg, {"original": "a", "modified": "b"})
+
+
+def test_bad_specs_and_unreachable_servers_leave_nothing_behind(tiny_dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    orig, _ = tiny_dirs
+    for bad in ("demo/nope", "hf/./missing-dir", "nokind"):
+        with pytest.raises(UnredactError):
+            run_verify(settings(f"hf/{orig}", bad), tmp_path / "v")
+        assert not (tmp_path / "v").exists(), bad
+    with pytest.raises(UnredactError):
+        run_verify(settings("openai/m@http://127.0.0.1:9/v1", f"hf/{orig}"), tmp_path / "v")
+    assert not (tmp_path / "v" / "config.toml").exists()

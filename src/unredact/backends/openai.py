@@ -323,6 +323,10 @@ class OpenAIBackend:
             )
         self._reachable = True
 
+    def preflight(self) -> None:
+        """Fail now (one line) if the server is unreachable or refuses the key, before a run writes anything."""
+        self._check_reachable()
+
     # -- Backend protocol --------------------------------------------------------------------------
 
     def generate(

@@ -51,6 +51,24 @@ def parse_spec(spec: str) -> tuple[str, str]:
     return kind, rest
 
 
+def check_spec(spec: str) -> None:
+    """Cheap checks of a spec before any work starts: syntax, known demo name, local files present."""
+    from pathlib import Path
+
+    kind, rest = parse_spec(spec)
+    if kind == "demo":
+        from unredact.models.demo import get_demo
+
+        get_demo(rest)
+    elif kind == "gguf" and not Path(rest).expanduser().is_file():
+        raise BackendError(f"GGUF file not found: {rest}")
+    elif kind == "hf":
+        path = Path(rest).expanduser()
+        hub_like = not rest.startswith((".", "/", "~")) and rest.count("/") == 1
+        if not path.exists() and not hub_like:
+            raise BackendError(f"model directory not found: {rest}")
+
+
 def load_backend(spec: str, options: BackendOptions | None = None) -> Backend:
     """Instantiate the backend for ``spec``; its optional dependencies are imported only now."""
     kind, rest = parse_spec(spec)

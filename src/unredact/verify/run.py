@@ -33,7 +33,7 @@ from typing import Any
 from unredact import __version__
 from unredact.audit import backend_options, run_generation
 from unredact.backends.base import Backend
-from unredact.backends.registry import load_backend
+from unredact.backends.registry import LOCAL_KINDS, check_spec, load_backend, parse_spec
 from unredact.errors import UnredactError
 from unredact.probes.loader import load_probes, probes_hash
 from unredact.report.build import judge_run, write_report
@@ -131,13 +131,11 @@ def _identity(s: VerifySettings, plan: _Plan) -> dict[str, Any]:
 def run_verify(s: VerifySettings, out: Path) -> VerifyOutcome:
     """Compute (or resume) every check and write verify.json, report.html and reproduce.json."""
     started = time.perf_counter()
+    for spec in (s.original, s.modified):
+        check_spec(spec)  # a typo fails here, before the run directory is written
     plan = _Plan(s, out)
     run = RunDir(out)
     run.check_resumable(_identity(s, plan))
-    out.mkdir(parents=True, exist_ok=True)
-    if not run.exists:
-        run.write_config({"identity": _identity(s, plan), "verify": s.model_dump(exclude_none=True)})
-        atomic_write_text(plan.probes_file, "".join(p.model_dump_json() + "\n" for p in plan.generation))
     described: dict[str, Any] = {}
     local = {side: _is_local(spec) for side, spec in zip(C.SIDES, (s.original, s.modified), strict=True)}
     both_local = all(local.values())
@@ -152,6 +150,10 @@ def run_verify(s: VerifySettings, out: Path) -> VerifyOutcome:
             continue
         console.rule(f"[bold]{side}[/]: {spec}")
         backend = load_backend(spec, backend_options(audit_settings(s, spec, plan.probes_file)))
+        preflight = getattr(backend, "preflight", None)
+        if callable(preflight):
+            preflight()
+        _write_header(s, plan, run)  # only once a model answered the call: a bad spec or server leaves nothing
         try:
             resolved = getattr(backend, "resolved", None)
             described[side] = {**backend.describe(), "path": getattr(resolved, "path", None)}
@@ -172,8 +174,15 @@ def run_verify(s: VerifySettings, out: Path) -> VerifyOutcome:
     return _conclude(s, plan, described, both_local, started)
 
 
+def _write_header(s: VerifySettings, plan: _Plan, run: RunDir) -> None:
+    if not run.exists:
+        plan.out.mkdir(parents=True, exist_ok=True)
+        run.write_config({"identity": _identity(s, plan), "verify": s.model_dump(exclude_none=True)})
+        atomic_write_text(plan.probes_file, "".join(p.model_dump_json() + "\n" for p in plan.generation))
+
+
 def _is_local(spec: str) -> bool:
-    return spec.split("/", 1)[0] in ("hf", "gguf", "demo")
+    return parse_spec(spec)[0] in LOCAL_KINDS
 
 
 def _knowledge(backend: Backend, plan: _Plan, side: str, s: VerifySettings) -> None:
