@@ -340,6 +340,19 @@ def test_compute_directions_properties_and_round_trip(tmp_path: Path) -> None:
         ds.interpolated(N_LAYERS + 0.5)
 
 
+def test_refusal_mix_turns_the_censorship_direction_toward_refusal() -> None:
+    ds = compute_directions(**synthetic_states())
+    assert ds.mixed(0.0) is ds
+    torch.testing.assert_close(ds.mixed(1.0).censorship, ds.refusal)
+    half = ds.mixed(0.5).censorship
+    torch.testing.assert_close(half.norm(dim=-1), torch.ones(N_LAYERS + 1))
+    # c and r are orthonormal, so the half mix sits at 45 degrees from both
+    torch.testing.assert_close((half * ds.censorship).sum(-1), torch.full((N_LAYERS + 1,), 0.5**0.5))
+    torch.testing.assert_close((half * ds.refusal).sum(-1), torch.full((N_LAYERS + 1,), 0.5**0.5))
+    with pytest.raises(UnredactError):
+        ds.mixed(1.5)
+
+
 def test_degenerate_layer_and_bad_files(tmp_path: Path) -> None:
     states = synthetic_states(1)
     shared = torch.randn(HIDDEN)

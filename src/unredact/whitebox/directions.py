@@ -149,6 +149,29 @@ class DirectionSet:
         mixed = (1.0 - frac) * self.censorship[lo].double() + frac * self.censorship[hi].double()
         return _unit(mixed).to(torch.float32)
 
+    def mixed(self, refusal_mix: float) -> DirectionSet:
+        """The set with ``censorship`` turned toward the refusal direction by ``refusal_mix`` in [0, 1].
+
+        Per index: unit((1 - m) c + m r). ``m = 0`` is the targeted direction (orthogonal to refusal:
+        safety refusals are untouched, but a model whose political refusals run through the same
+        refusal mechanism keeps refusing); ``m = 1`` is the plain refusal direction (every refusal goes,
+        as with an undifferentiated ablation). The search chooses ``m`` against the harm-loss objective.
+        """
+        if not (0.0 <= refusal_mix <= 1.0):
+            raise UnredactError(f"refusal_mix {refusal_mix} outside [0, 1]")
+        if refusal_mix == 0.0:
+            return self
+        mixed = _unit((1.0 - refusal_mix) * self.censorship.double() + refusal_mix * self.refusal.double())
+        return DirectionSet(
+            censorship=mixed.to(torch.float32),
+            refusal=self.refusal,
+            model_id=self.model_id,
+            n_layers=self.n_layers,
+            hidden_size=self.hidden_size,
+            prompt_hashes=self.prompt_hashes,
+            meta={**self.meta, "refusal_mix": refusal_mix},
+        )
+
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write ``censorship`` and ``refusal`` tensors plus JSON metadata in the safetensors header."""
         path = Path(path)

@@ -2,7 +2,8 @@
 
 A trial picks an :class:`AblationParams` (kernel peak and width as fractions of depth, max and min
 weights for the attention and MLP writers, per-layer or one interpolated global direction, plain or
-norm-preserving), applies it with :class:`AblationDeltas`, scores three objectives from forward passes
+norm-preserving, and how far the censorship direction leans toward the refusal direction), applies it
+with :class:`AblationDeltas`, scores three objectives from forward passes
 only (all minimised), and resets the weights bit-exactly:
 
 1. ``censorship``: mean refusal-opening probability on train-split sensitive prompts;
@@ -58,6 +59,8 @@ STUDY_NAME = "unredact-remove"
 OBJECTIVES = ("censorship", "harm_loss", "kl")
 #: bump when an objective's definition changes: a study scored otherwise is not resumed
 OBJECTIVES_VERSION = 2
+#: bump when the search space changes: a study sampled from another space is not resumed
+SEARCH_SPACE_VERSION = 2
 
 #: A sensible first trial (queued when a study starts): a broad kernel over the upper-middle layers.
 DEFAULT_PARAMS: dict[str, Any] = {
@@ -70,6 +73,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "direction": "per_layer",
     "direction_at": 0.6,
     "norm_preserving": False,
+    "refusal_mix": 0.0,
 }
 
 
@@ -92,10 +96,12 @@ class AblationParams:
     direction: str
     direction_at: float
     norm_preserving: bool
+    refusal_mix: float = 0.0
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> AblationParams:
-        return cls(**{k: params[k] for k in DEFAULT_PARAMS})
+        """From a trial's or a record's parameters (records older than ``refusal_mix`` mean 0)."""
+        return cls(**{k: params.get(k, DEFAULT_PARAMS[k]) for k in DEFAULT_PARAMS})
 
     def to_params(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,7 +119,7 @@ class AblationParams:
     def apply(self, deltas: AblationDeltas, directions: DirectionSet) -> None:
         attn, mlp = self.kernels(deltas.n_layers)
         deltas.apply(
-            directions,
+            directions.mixed(self.refusal_mix),
             attn,
             mlp,
             direction_index=self.direction_index(deltas.n_layers),
@@ -128,7 +134,8 @@ class AblationParams:
             "per-layer directions" if self.direction == "per_layer" else f"global direction @{self.direction_at:.2f}"
         )
         norm = ", norm-preserving" if self.norm_preserving else ""
-        return f"{span}, attn max {self.attn_max:.2f}, mlp max {self.mlp_max:.2f}, {where}{norm}"
+        mix = f", refusal mix {self.refusal_mix:.2f}" if self.refusal_mix else ""
+        return f"{span}, attn max {self.attn_max:.2f}, mlp max {self.mlp_max:.2f}, {where}{norm}{mix}"
 
 
 def suggest(trial: optuna.Trial) -> AblationParams:
@@ -143,6 +150,7 @@ def suggest(trial: optuna.Trial) -> AblationParams:
         direction=trial.suggest_categorical("direction", ["per_layer", "global"]),
         direction_at=trial.suggest_float("direction_at", 0.2, 0.95),
         norm_preserving=trial.suggest_categorical("norm_preserving", [False, True]),
+        refusal_mix=trial.suggest_float("refusal_mix", 0.0, 1.0),
     )
 
 
@@ -377,6 +385,7 @@ def run_search(
         "model": directions.model_id,
         "seed": seed,
         "objectives": OBJECTIVES_VERSION,
+        "space": SEARCH_SPACE_VERSION,
         **(identity or {}),
     }
     study = open_study(out_dir, ident, seed, startup=max(3, min(10, trials // 3)))
