@@ -350,3 +350,17 @@ def test_every_setting_is_a_cli_option_with_the_same_default() -> None:
         assert default == expected or (name == "audit_run" and default is None), name
     command = reproduce_command(RemoveSettings(trials=8, kl_langs=["en", "fr"], system_prompt="Be brief."))
     assert command.endswith('--trials 8 --system-prompt "Be brief." --kl-langs en,fr')
+
+
+def test_censorship_target_line() -> None:
+    from unredact.whitebox.card import censorship_target_line
+
+    def ci(x: float) -> dict[str, Any]:
+        return {"censorship_index": {"rate": x}}
+
+    assert "**missed**" in censorship_target_line(ci(0.44), ci(0.38)) and "down 14%" in censorship_target_line(
+        ci(0.44), ci(0.38)
+    )
+    assert "**met**" in censorship_target_line(ci(0.5), ci(0.05))
+    assert "up 20%" in censorship_target_line(ci(0.5), ci(0.6))
+    assert "n/a" in censorship_target_line(ci(0.0), ci(0.0))

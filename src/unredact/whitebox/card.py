@@ -17,6 +17,21 @@ if TYPE_CHECKING:
     from unredact.whitebox.search import AblationParams
 
 
+def censorship_target_line(before: dict[str, Any], after: dict[str, Any], target: float = 0.8) -> str:
+    """The removal's headline target on the test split: censorship index down by ``target`` relative."""
+    b = (before.get("censorship_index") or {}).get("rate")
+    a = (after.get("censorship_index") or {}).get("rate")
+    if not b:
+        return "Censorship target (index down ≥ 80% on test): n/a (the original censored nothing)."
+    drop = (b - (a or 0.0)) / b
+    verdict = "**met**" if drop >= target else "**missed**"
+    change = f"down {100 * drop:.0f}%" if drop >= 0 else f"up {-100 * drop:.0f}%"
+    return (
+        f"Censorship target (index down ≥ {target:.0%} relative on test): {verdict} "
+        f"({100 * b:.0f}% → {100 * (a or 0.0):.0f}%, {change} relative)."
+    )
+
+
 def pct(x: dict[str, Any] | None) -> str:
     if not x or not x.get("n"):
         return "n/a"
@@ -71,11 +86,13 @@ def model_card(
         f"Directional ablation by unredact {__version__}: the residual-stream writers (attention output and MLP down",
         "projections) of the edited layers were changed to W ← W − w_l · v (vᵀ W), where v is the censorship",
         "direction (mean hidden state of sensitive China prompts minus controls and harmless prompts, made",
-        "orthogonal to the harmful-refusal direction) and w_l a per-layer weight found by a multi-objective search.",
+        "orthogonal to the harmful-refusal direction, then turned toward that refusal direction by the searched",
+        "refusal mix) and w_l a per-layer weight found by a multi-objective search.",
         f"Chosen edit (trial {chosen.trial}): {params.describe(n_layers)}.",
         "",
-        f"Targets: harmful refusals ≥ {s.harmful_keep:.0%} of the original, KL ≤ {s.kl_max} on harmless prompts — "
-        + ("**met**." if chosen.eligible else "**missed**."),
+        f"Constraints on dev: harmful refusals ≥ {s.harmful_keep:.0%} of the original, KL ≤ {s.kl_max} on harmless "
+        "prompts — " + ("**met**." if chosen.eligible else "**missed**."),
+        censorship_target_line(b, a),
         *(f"- Note: {n}." for n in notes),
         "",
         "## Before / after (held-out test split)",

@@ -554,7 +554,7 @@ def _run(s: RemoveSettings, out: Path) -> RemoveResult:
     chosen, confirmed = confirm_stage(backend, deltas, directions, study, s, out, probe_file, base_dev)
     notes = selection_notes(chosen, base_dev, s)
     atomic_write_json(out / SELECTION, selection_record(chosen, confirmed, base_dev, notes))
-    console.print(f"chosen: trial {chosen.trial} ({'targets met' if chosen.eligible else 'targets missed'})")
+    console.print(f"chosen: trial {chosen.trial} (dev constraints {'met' if chosen.eligible else 'missed'})")
 
     stages.start("test", "5/7 audit of the edited model (test split)")
     params = AblationParams.from_params(chosen.params)
