@@ -43,7 +43,7 @@ def compare_runs(a: Path, b: Path, out: Path | None = None) -> Path:
     for g in ma["by_lang"]:
         other = langs_b.get(g["lang"])
         table.add_row(
-            f"censorship index [{g['lang']}]",
+            f"censorship index · {g['lang']}",
             _fmt(g["censorship_index"]),
             _fmt(other["censorship_index"]) if other else "n/a",
         )
