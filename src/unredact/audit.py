@@ -24,6 +24,7 @@ from unredact.rundir import (
     RunDir,
     atomic_write_json,
     atomic_write_text,
+    sha256_file,
 )
 from unredact.settings import AuditSettings
 from unredact.ui import console, generation_progress
@@ -99,10 +100,6 @@ class AuditOutcome:
     seconds: float
 
 
-def _sha256_path(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def reproduce_record(s: AuditSettings, backend: Backend, phash: str, n_probes: int) -> dict[str, Any]:
     probe_path = resolve_probe_path(s.probes)
     return {
@@ -111,7 +108,7 @@ def reproduce_record(s: AuditSettings, backend: Backend, phash: str, n_probes: i
         "platform": platform.platform(),
         "command": ["unredact", *sys.argv[1:]],
         "settings": s.model_dump(),
-        "probes": {"file": s.probes, "sha256": _sha256_path(probe_path), "selection_hash": phash, "count": n_probes},
+        "probes": {"file": s.probes, "sha256": sha256_file(probe_path), "selection_hash": phash, "count": n_probes},
         "backend": backend.describe(),
         "seed": s.seed,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -33,6 +34,20 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def sha256_file(path: Path) -> str:
+    """sha256 of a file, read in 4 MiB chunks (model weights do not fit comfortably in memory twice)."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def weight_hashes(model_dir: Path) -> dict[str, str]:
+    """``{file name: sha256}`` of a model directory's safetensors files."""
+    return {p.name: sha256_file(p) for p in sorted(Path(model_dir).glob("*.safetensors"))}
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

@@ -6,7 +6,6 @@ second load reads plain safetensors and never dequantises again.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from unredact.errors import ModelError
 from unredact.models.demo import assemble_gguf, get_demo, unredact_home
+from unredact.rundir import sha256_file
 
 if TYPE_CHECKING:
     import torch
@@ -36,14 +36,6 @@ class ResolvedModel:
     path: str
     local: bool
     origin: dict[str, Any] = field(default_factory=dict)
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _check_local_dir(path: Path, allow_pickle: bool) -> None:
@@ -111,7 +103,7 @@ def resolve_model(kind: str, rest: str, *, allow_pickle: bool = False, log: Log 
         with gguf.open("rb") as f:
             if f.read(4) != b"GGUF":
                 raise ModelError(f"{gguf} is not a GGUF file (bad magic bytes)")
-        digest = _sha256_file(gguf)
+        digest = sha256_file(gguf)
         cache = home / "models" / f"gguf-{digest[:16]}"
         convert_gguf(gguf, cache, log)
         return ResolvedModel(spec, str(cache), True, {"gguf_sha256": digest, "gguf_file": gguf.name})

@@ -21,7 +21,6 @@ answers resume record by record.
 from __future__ import annotations
 
 import gc
-import hashlib
 import json
 import platform
 import sys
@@ -37,7 +36,7 @@ from unredact.backends.registry import LOCAL_KINDS, check_spec, load_backend, pa
 from unredact.errors import UnredactError
 from unredact.probes.loader import load_probes, probes_hash
 from unredact.report.build import judge_run, write_report
-from unredact.rundir import PROBES, RunDir, atomic_write_json, atomic_write_text, read_jsonl
+from unredact.rundir import PROBES, RunDir, atomic_write_json, atomic_write_text, read_jsonl, weight_hashes
 from unredact.settings import AuditSettings
 from unredact.ui import console, step_progress
 from unredact.verify import checks as C
@@ -268,27 +267,13 @@ def _conclude(
     return VerifyOutcome(plan.out, passed, results, time.perf_counter() - started)
 
 
-def _weights_sha256(described: dict[str, Any]) -> dict[str, str]:
-    """sha256 of each weight file of a local model directory (names -> digest)."""
-    path = described.get("path")
-    if not path or not Path(path).is_dir():
-        return {}
-    out = {}
-    for f in sorted(Path(path).glob("*.safetensors")):
-        h = hashlib.sha256()
-        with f.open("rb") as fh:
-            while chunk := fh.read(1 << 22):
-                h.update(chunk)
-        out[f.name] = h.hexdigest()
-    return out
-
-
 def _write_reproduce(s: VerifySettings, plan: _Plan, described: dict[str, Any]) -> None:
     path = plan.out / "reproduce.json"
     old = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     models = dict(old.get("models", {}))
     for side, d in described.items():
-        models[side] = {**d, "weights_sha256": _weights_sha256(d)}
+        path = d.get("path")
+        models[side] = {**d, "weights_sha256": weight_hashes(Path(path)) if path and Path(path).is_dir() else {}}
     atomic_write_json(
         path,
         {

@@ -4,7 +4,6 @@ its output is already there; the model is loaded once and edited in place (reset
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import resource
@@ -20,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from unredact import __version__
 from unredact.errors import UnredactError
-from unredact.rundir import atomic_write_json, atomic_write_text
+from unredact.rundir import atomic_write_json, atomic_write_text, sha256_file, weight_hashes
 from unredact.ui import console
 from unredact.whitebox.card import model_card, pct, public_settings
 
@@ -448,18 +447,10 @@ def export_stage(backend: HFBackend, chosen: AblationParams, trial: int, out: Pa
             "trial": trial,
             "params": chosen.to_params(),
             "reload_max_abs_diff": diff,
-            "files": {p.name: _sha256(p) for p in sorted(model_dir.glob("*.safetensors"))},
+            "files": weight_hashes(model_dir),
         },
     )
     return model_dir, diff
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def peak_rss_mb() -> float:
@@ -536,7 +527,7 @@ def _run(s: RemoveSettings, out: Path) -> RemoveResult:
         batch_size=s.forward_batch_size,
         system_prompt=s.system_prompt,
     )
-    directions_hash = _sha256(out / DIRECTIONS)
+    directions_hash = sha256_file(out / DIRECTIONS)
     study = run_search(
         backend,
         deltas,
@@ -724,8 +715,8 @@ def reproduce_record(
         "settings": public_settings(s),
         "seed": s.seed,
         "model": {k: v for k, v in backend.describe().items() if k != "origin"},
-        "probes": {"file": s.probes, "sha256": _sha256(probe_path), "eval_sha256": _sha256(probe_file)},
-        "directions_sha256": _sha256(out / DIRECTIONS),
+        "probes": {"file": s.probes, "sha256": sha256_file(probe_path), "eval_sha256": sha256_file(probe_file)},
+        "directions_sha256": sha256_file(out / DIRECTIONS),
         "search": {"trials": len(study.trials), "complete": sum(t.values is not None for t in study.trials)},
         "chosen": {"trial": result.chosen_trial, "params": result.params, "kl": result.kl},
         "targets_met": result.targets_met,
