@@ -272,8 +272,9 @@ def _write_reproduce(s: VerifySettings, plan: _Plan, described: dict[str, Any]) 
     old = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     models = dict(old.get("models", {}))
     for side, d in described.items():
-        path = d.get("path")
-        models[side] = {**d, "weights_sha256": weight_hashes(Path(path)) if path and Path(path).is_dir() else {}}
+        model_dir = d.get("path")
+        hashes = weight_hashes(Path(model_dir)) if model_dir and Path(model_dir).is_dir() else {}
+        models[side] = {**d, "weights_sha256": hashes}
     atomic_write_json(
         path,
         {
