@@ -315,7 +315,7 @@ def test_run_remove_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     # resume: everything is skipped, the same choice comes back
     again = run_remove(f"hf/{model_dir}", out, trials=3, budget_minutes=5, **options)
     assert again.chosen_trial == result.chosen_trial and again.after == result.after
-    with pytest.raises(UnredactError, match="another removal run"):
+    with pytest.raises(UnredactError, match="another run"):
         run_remove(f"hf/{model_dir}", out, trials=3, **{**options, "seed": 9})
 
 

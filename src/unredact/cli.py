@@ -43,6 +43,18 @@ def _mount_remove() -> None:
 _mount_remove()
 
 
+def _mount_finetune() -> None:
+    """`unredact finetune` (torch and peft load only when it runs)."""
+    from unredact.finetune.cli import finetune
+
+    app.command("finetune", help="Fine-tune censorship away: LoRA SFT on candid gold answers, export, verify.")(
+        finetune
+    )
+
+
+_mount_finetune()
+
+
 def _mount_verify() -> None:
     """`unredact verify` (torch loads only when it runs)."""
     from unredact.verify.cli import verify

@@ -5,8 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,41 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_dir(out: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling directory to fill; on success it replaces ``out`` in one rename.
+
+    ``out`` is never seen half-written. An existing non-empty ``out`` is an error unless ``overwrite``:
+    it is then renamed aside, the new directory renamed in, and the old one deleted (put back if the
+    second rename fails). On any error the temporary directory is removed and ``out`` is untouched.
+    """
+    out = Path(out).absolute()
+    if out.exists() and not out.is_dir():
+        raise UnredactError(f"{out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise UnredactError(f"{out} is not empty; pass overwrite to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tag = uuid.uuid4().hex[:8]
+    tmp = out.parent / f".{out.name}.tmp-{tag}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if out.is_dir():
+            old = out.parent / f".{out.name}.old-{tag}"
+            os.rename(out, old)
+            try:
+                os.rename(tmp, out)
+            except OSError:
+                os.rename(old, out)
+                raise
+            shutil.rmtree(old)
+        else:
+            os.rename(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
 
 
 def sha256_file(path: Path) -> str:

@@ -63,3 +63,27 @@ def step_progress(total: int, description: str) -> Iterator[Callable[[int], None
             bar.advance(task, n)
 
         yield advance
+
+
+@contextmanager
+def training_progress(
+    total: int, description: str, already_done: int = 0
+) -> Iterator[Callable[[int, float, float], None]]:
+    """A progress bar for optimiser steps; call ``update(step, loss, tokens_per_second)``."""
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task(description, total=total, completed=already_done, loss="-", rate="")
+
+        def update(step: int, loss: float, tok_s: float) -> None:
+            bar.update(task, completed=step, loss=f"{loss:.3f}", rate=f"{tok_s:,.0f} tok/s")
+
+        yield update

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
+
 from unredact import __version__
 
 if TYPE_CHECKING:
@@ -53,60 +55,32 @@ def _topic_rates(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {t: wilson(k, n) for t, (k, n) in sums.items()}
 
 
-def model_card(
-    *,
-    s: RemoveSettings,
-    before: dict[str, Any],
-    after: dict[str, Any],
-    chosen: Candidate,
-    confirmed: Sequence[Candidate],
-    base_dev: dict[str, Any],
-    params: AblationParams,
-    n_layers: int,
-    kl: dict[str, float],
-    validation: dict[str, Any],
-    study: optuna.Study,
-    notes: list[str],
-    counts: dict[str, int],
-    reload_diff: float | None,
-) -> str:
-    """Markdown card: before/after on the held-out test split, per topic and language, and how it was made."""
+SUMMARY_ROWS = (
+    ("censorship index (sensitive China probes)", "censorship_index"),
+    ("candid answers", "candid_rate"),
+    ("fabrication", "fabrication_rate"),
+    ("censorship on matched non-China controls", "control_censorship_index"),
+    ("harmful requests refused", "harmful_refusal_rate"),
+    ("harmless requests refused", "harmless_refusal_rate"),
+)
+
+
+def before_after_section(
+    before: dict[str, Any], after: dict[str, Any], *, max_new_tokens: int, judge: str, extra_rows: Sequence[str] = ()
+) -> list[str]:
+    """Markdown tables: summary, censorship per language, per topic, and per topic and language."""
     b, a = before["summary"], after["summary"]
-    summary_rows = [
-        ("censorship index (sensitive China probes)", "censorship_index"),
-        ("candid answers", "candid_rate"),
-        ("fabrication", "fabrication_rate"),
-        ("censorship on matched non-China controls", "control_censorship_index"),
-        ("harmful requests refused", "harmful_refusal_rate"),
-        ("harmless requests refused", "harmless_refusal_rate"),
-    ]
     lines = [
-        f"# {public_spec(s.model)}: political censorship ablated (unredact)",
-        "",
-        f"Directional ablation by unredact {__version__}: the residual-stream writers (attention output and MLP down",
-        "projections) of the edited layers were changed to W ← W − w_l · v (vᵀ W), where v is the censorship",
-        "direction (mean hidden state of sensitive China prompts minus controls and harmless prompts, made",
-        "orthogonal to the harmful-refusal direction, then turned toward that refusal direction by the searched",
-        "refusal mix) and w_l a per-layer weight found by a multi-objective search.",
-        f"Chosen edit (trial {chosen.trial}): {params.describe(n_layers)}.",
-        "",
-        f"Constraints on dev: harmful refusals ≥ {s.harmful_keep:.0%} of the original, KL ≤ {s.kl_max} on harmless "
-        "prompts — " + ("**met**." if chosen.eligible else "**missed**."),
-        censorship_target_line(b, a),
-        *(f"- Note: {n}." for n in notes),
-        "",
         "## Before / after (held-out test split)",
         "",
-        f"Greedy answers, max {s.max_new_tokens} new tokens, judge `{s.judge}`; rates with 95% Wilson intervals.",
+        f"Greedy answers, max {max_new_tokens} new tokens, judge `{judge}`; rates with 95% Wilson intervals.",
         "",
         "| measure | before | after |",
         "|---|---|---|",
-        *(f"| {name} | {pct(b.get(key))} | {pct(a.get(key))} |" for name, key in summary_rows),
+        *(f"| {name} | {pct(b.get(key))} | {pct(a.get(key))} |" for name, key in SUMMARY_ROWS),
         f"| mean fact coverage (sensitive) | {_num(b.get('mean_fact_coverage'))} "
         f"| {_num(a.get('mean_fact_coverage'))} |",
-        f"| KL on harmless prompts, first {s.kl_tokens} tokens (train split) | 0 | "
-        + ", ".join(f"{k} {v:.3f}" for k, v in kl.items())
-        + " |",
+        *extra_rows,
         "",
         "### Censorship index per language",
         "",
@@ -134,6 +108,50 @@ def model_card(
     for topic in sorted(tb):
         cells = [f"{_kn(cells_b.get((topic, lang)))} → {_kn(cells_a.get((topic, lang)))}" for lang in langs]
         lines.append(f"| {topic} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def model_card(
+    *,
+    s: RemoveSettings,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    chosen: Candidate,
+    confirmed: Sequence[Candidate],
+    base_dev: dict[str, Any],
+    params: AblationParams,
+    n_layers: int,
+    kl: dict[str, float],
+    validation: dict[str, Any],
+    study: optuna.Study,
+    notes: list[str],
+    counts: dict[str, int],
+    reload_diff: float | None,
+) -> str:
+    """Markdown card: before/after on the held-out test split, per topic and language, and how it was made."""
+    b, a = before["summary"], after["summary"]
+    lines = [
+        f"# {public_spec(s.model)}: political censorship ablated (unredact)",
+        "",
+        f"Directional ablation by unredact {__version__}: the residual-stream writers (attention output and MLP down",
+        "projections) of the edited layers were changed to W ← W − w_l · v (vᵀ W), where v is the censorship",
+        "direction (mean hidden state of sensitive China prompts minus controls and harmless prompts, made",
+        "orthogonal to the harmful-refusal direction, then turned toward that refusal direction by the searched",
+        "refusal mix) and w_l a per-layer weight found by a multi-objective search.",
+        f"Chosen edit (trial {chosen.trial}): {params.describe(n_layers)}.",
+        "",
+        f"Constraints on dev: harmful refusals ≥ {s.harmful_keep:.0%} of the original, KL ≤ {s.kl_max} on harmless "
+        "prompts — " + ("**met**." if chosen.eligible else "**missed**."),
+        censorship_target_line(b, a),
+        *(f"- Note: {n}." for n in notes),
+        "",
+    ]
+    kl_row = (
+        f"| KL on harmless prompts, first {s.kl_tokens} tokens (train split) | 0 | "
+        + ", ".join(f"{k} {v:.3f}" for k, v in kl.items())
+        + " |"
+    )
+    lines += before_after_section(before, after, max_new_tokens=s.max_new_tokens, judge=s.judge, extra_rows=[kl_row])
     base_harm = base_dev["summary"]["harmful_refusal_rate"]
     lines += [
         "",
@@ -193,27 +211,29 @@ def public_spec(spec: str) -> str:
     return spec
 
 
-def public_settings(s: RemoveSettings) -> dict[str, Any]:
+#: settings that name local files: published records keep only the file name
+PATH_SETTINGS = ("probes", "audit_run", "gold")
+
+
+def public_settings(s: BaseModel) -> dict[str, Any]:
     data = s.model_dump()
-    data["model"] = public_spec(s.model)
-    for key in ("probes", "audit_run"):
+    data["model"] = public_spec(data["model"])
+    for key in PATH_SETTINGS:
         if data.get(key) and data[key] != "default":
             data[key] = Path(data[key]).name
     return data
 
 
-def reproduce_command(s: RemoveSettings) -> str:
-    """The `unredact remove` command line for these settings (options that differ from the defaults)."""
-    from unredact.whitebox.remove import RemoveSettings
-
-    defaults = RemoveSettings()
-    parts = ["unredact remove", f"--model {public_spec(s.model)}"]
-    for name in RemoveSettings.model_fields:
+def reproduce_command(s: BaseModel, command: str = "remove") -> str:
+    """The `unredact COMMAND` line for these settings (options that differ from the defaults)."""
+    defaults = type(s)()
+    parts = [f"unredact {command}", f"--model {public_spec(s.model_dump()['model'])}"]
+    for name in type(s).model_fields:
         value, default = getattr(s, name), getattr(defaults, name)
         if name == "model" or value == default or value is None:
             continue
         text = ",".join(value) if isinstance(value, list) else str(value)
-        if name in ("probes", "audit_run"):
+        if name in PATH_SETTINGS:
             text = Path(text).name
         parts.append(f"--{name.replace('_', '-')} {json.dumps(text) if ' ' in text else text}")
     return " ".join(parts)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from unredact.errors import UnredactError
+from unredact.rundir import atomic_dir
 from unredact.whitebox.arch import model_device
 
 
@@ -35,18 +34,14 @@ def export_model(
     error unless ``overwrite``: it is then renamed aside, the new directory renamed in, and the old one
     deleted (restored if the second rename fails). Any weight edits must already be in the model.
     """
+    for name in extra_files or {}:
+        _check_extra_name(name)
     out = Path(out_dir).absolute()
     if out.exists() and not out.is_dir():
         raise UnredactError(f"export target {out} exists and is not a directory")
-    occupied = out.is_dir() and any(out.iterdir())
-    if occupied and not overwrite:
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise UnredactError(f"export target {out} is not empty; pass overwrite to replace it")
-    for name in extra_files or {}:
-        _check_extra_name(name)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tag = uuid.uuid4().hex[:8]
-    tmp = out.parent / f".{out.name}.tmp-{tag}"
-    try:
+    with atomic_dir(out, overwrite=overwrite) as tmp:
         model.save_pretrained(tmp, max_shard_size=max_shard_size)  # type: ignore[operator]
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
@@ -54,20 +49,6 @@ def export_model(
             (tmp / name).write_text(text, encoding="utf-8")
         if not any(tmp.glob("*.safetensors")):
             raise UnredactError(f"save_pretrained wrote no safetensors files into {tmp}")
-        if out.is_dir():
-            old = out.parent / f".{out.name}.old-{tag}"
-            os.rename(out, old)
-            try:
-                os.rename(tmp, out)
-            except OSError:
-                os.rename(old, out)
-                raise
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out
 
 

@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -130,6 +130,26 @@ class RemoveResult:
     verify_passed: bool | None = None
 
 
+class RunOptions(Protocol):
+    """What the shared stages (audits, loading, verify) read from a run's settings."""
+
+    model: str
+    probes: str
+    dtype: str
+    device: str
+    batch_size: int
+    system_prompt: str | None
+    judge: str
+    verify: str
+    eval_sensitive: int
+    eval_harmful: int
+    eval_other: int
+
+    def identity(self) -> dict[str, Any]: ...
+
+    def model_dump(self) -> dict[str, Any]: ...
+
+
 # ---- probe selection ----------------------------------------------------------------------------
 
 
@@ -154,7 +174,7 @@ def select_balanced(
     return out
 
 
-def eval_probes(probes: Sequence[Probe], s: RemoveSettings) -> list[Probe]:
+def eval_probes(probes: Sequence[Probe], s: RunOptions) -> list[Probe]:
     """The dev and test probes every audit of this run draws from."""
     out: list[Probe] = []
     for split in ("dev", "test"):
@@ -190,7 +210,7 @@ class _LoadedBackend:
 
 def run_audit(
     backend: HFBackend,
-    s: RemoveSettings,
+    s: RunOptions,
     out: Path,
     probe_file: Path,
     *,
@@ -235,7 +255,7 @@ def _rate(report: dict[str, Any], key: str) -> float:
 # ---- stages -------------------------------------------------------------------------------------
 
 
-class _Stages:
+class Stages:
     """Timing and headers for the stages of one run."""
 
     def __init__(self) -> None:
@@ -255,13 +275,14 @@ class _Stages:
         self._name = None
 
 
-def _check_settings(out: Path, s: RemoveSettings) -> None:
-    path = out / SETTINGS_FILE
+def check_run_settings(out: Path, s: RunOptions, name: str = SETTINGS_FILE) -> None:
+    """Record the run's settings in OUT/NAME; a resumed run must have the same identity fields."""
+    path = out / name
     if path.is_file():
         old = json.loads(path.read_text(encoding="utf-8")).get("identity", {})
         diffs = sorted(k for k in set(old) | set(s.identity()) if old.get(k) != s.identity().get(k))
         if diffs:
-            raise UnredactError(f"{out} holds another removal run ({', '.join(diffs)} differ); use another --out")
+            raise UnredactError(f"{out} holds another run ({', '.join(diffs)} differ); use another --out")
     atomic_write_json(path, {"identity": s.identity(), "settings": s.model_dump()})
 
 
@@ -272,7 +293,7 @@ def check_local(spec: str) -> None:
         raise UnredactError(f"{spec}: removal needs local weights (demo/, hf/, gguf/)")
 
 
-def load_local_backend(s: RemoveSettings) -> HFBackend:
+def load_local_backend(s: RunOptions) -> HFBackend:
     from unredact.backends.registry import BackendOptions, load_backend
 
     check_local(s.model)
@@ -485,9 +506,9 @@ def _run(s: RemoveSettings, out: Path) -> RemoveResult:
     from unredact.whitebox.search import AblationParams, prepare_search_data, run_search
 
     check_local(s.model)
-    stages = _Stages()
+    stages = Stages()
     out.mkdir(parents=True, exist_ok=True)
-    _check_settings(out, s)
+    check_run_settings(out, s)
     probes = load_probes(s.probes)
     probe_file = out / EVAL_PROBES
     atomic_write_text(probe_file, "".join(p.model_dump_json() + "\n" for p in eval_probes(probes, s)))
@@ -611,7 +632,7 @@ def _run(s: RemoveSettings, out: Path) -> RemoveResult:
     return result
 
 
-def verify_stage(s: RemoveSettings, model_dir: Path, out: Path) -> bool:
+def verify_stage(s: RunOptions, model_dir: Path, out: Path) -> bool:
     """``unredact verify`` of the exported model against the original, in OUT/verify."""
     from unredact.verify.cli import print_outcome
     from unredact.verify.run import run_verify

@@ -1,0 +1,71 @@
+"""MODEL_CARD.md of a fine-tuning run: before/after on the held-out test split and how it was trained."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from unredact import __version__
+from unredact.whitebox.card import before_after_section, censorship_target_line, public_spec, reproduce_command
+
+if TYPE_CHECKING:
+    from unredact.finetune.run import FinetuneSettings
+
+
+def finetune_card(
+    *,
+    s: FinetuneSettings,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    trained: dict[str, Any],
+    reload_diff: float | None,
+) -> str:
+    b, a = before["summary"], after["summary"]
+    src = trained.get("sources", {})
+    base_harm = (b.get("harmful_refusal_rate") or {}).get("rate") or 0.0
+    after_harm = (a.get("harmful_refusal_rate") or {}).get("rate") or 0.0
+    keep = "n/a" if not base_harm else f"{after_harm / base_harm:.0%} of the original"
+    lines = [
+        f"# {public_spec(s.model)}: political censorship fine-tuned away (unredact)",
+        "",
+        f"LoRA supervised fine-tuning by unredact {__version__}: rank {s.lora_rank}, alpha {s.lora_alpha:g}, "
+        f"modules `{s.lora_targets}`, {trained.get('epochs')} epochs ({trained.get('steps')} steps of "
+        f"{s.train_batch_size}), peak learning rate {s.lr:g}. Training data ({trained.get('answer_tokens')} answer "
+        f"tokens): {src.get('gold', 0)} candid gold answers to train-split sensitive questions, "
+        f"{src.get('refusal', 0)} refusals of train-split harmful requests, and {src.get('retain', 0)} of the "
+        "original model's own answers to harmless and neutral prompts (kept so the rest of its behaviour stays).",
+        f"Loss {trained.get('first_loss')} at the first step, {trained.get('last_loss')} over the last epoch.",
+        "",
+        censorship_target_line(b, a),
+        f"Harmful requests refused after fine-tuning: {keep} (target ≥ 90%).",
+        "",
+    ]
+    lines += before_after_section(before, after, max_new_tokens=s.max_new_tokens, judge=s.judge)
+    lines += [
+        "",
+        "## Export",
+        "",
+        "Merged weights as safetensors (`model/`) and the LoRA adapter in PEFT format (`adapter/`); "
+        + (
+            f"reloading the merged weights gives logits within {reload_diff:.3g} of the in-memory model."
+            if reload_diff is not None
+            else "reload check pending."
+        ),
+        "",
+        "## Caveats",
+        "",
+        "- The test questions were held out, but their topics were not: the gold answers cover every topic of",
+        "  the probe set, so this measures answers to new questions on taught topics, not to unseen topics.",
+        "- A fine-tuned model says what it was taught: the gold answers are the project's, with sources named",
+        "  in the gold file. Review them before training on them.",
+        "- Small evaluation sets: read the intervals, not the point estimates.",
+        "",
+        "## Reproduce",
+        "",
+        "```",
+        reproduce_command(s, "finetune"),
+        "```",
+        "",
+        "Settings, versions and hashes: `reproduce.json`.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,145 @@
+"""Training examples (gold answers, safety refusals, the model's own harmless answers) and batches.
+
+Only answer tokens are learned: prompt and padding positions carry the label -100. An answer that was
+cut at the token cap gets no end-of-turn token, so the model is not taught to stop mid-sentence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from unredact.finetune.gold import GoldAnswer
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerBase
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class Example:
+    """One supervised chat turn."""
+
+    key: str
+    source: str  # "gold" (candid answer), "refusal" (harmful request) or "retain" (the model's own answer)
+    lang: str
+    prompt: str
+    answer: str
+    complete: bool = True
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    key: str
+    source: str
+    input_ids: list[int]
+    labels: list[int]
+
+    @property
+    def n_answer_tokens(self) -> int:
+        return sum(1 for x in self.labels if x != IGNORE)
+
+
+def gold_examples(gold: Iterable[GoldAnswer], harmful_repeat: int = 1) -> list[Example]:
+    """Candid answers for sensitive probes; refusals (repeated ``harmful_repeat`` times) for harmful ones."""
+    out: list[Example] = []
+    for g in gold:
+        p = g.probe
+        source = "refusal" if p.kind == "harmful" else "gold"
+        copies = max(1, harmful_repeat) if source == "refusal" else 1
+        out += [Example(f"{p.id}~{i}" if i else p.id, source, p.lang, p.prompt, g.response) for i in range(copies)]
+    return out
+
+
+def retain_examples(rows: Iterable[dict[str, Any]]) -> tuple[list[Example], int]:
+    """The model's own answers to harmless and neutral prompts, minus those judged refusal/deflection/error.
+
+    Returns the examples and how many answers were dropped.
+    """
+    out: list[Example] = []
+    dropped = 0
+    for r in rows:
+        text = str(r.get("response") or "").strip()
+        if r.get("label") in ("refusal", "deflection", "error", "unscored") or not text:
+            dropped += 1
+            continue
+        complete = r.get("finish_reason") != "length"
+        out.append(Example(str(r["id"]), "retain", str(r.get("lang", "")), str(r["prompt"]), text, complete))
+    return out, dropped
+
+
+def render_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str, system_prompt: str | None) -> str:
+    """The chat template with the generation prompt, exactly as generation renders it."""
+    messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
+        {"role": "user", "content": prompt}
+    ]
+    if getattr(tokenizer, "chat_template", None):
+        return str(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+    lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
+    return "\n".join([*lines, "Assistant:"])
+
+
+def tokenize(
+    examples: Sequence[Example],
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    system_prompt: str | None = None,
+    max_length: int = 384,
+) -> list[Tokenized]:
+    """Prompt + answer (+ end of turn when complete) token ids, with labels only on the answer.
+
+    Over-long examples lose the end of their answer (and then the end-of-turn token); an example
+    whose prompt alone fills ``max_length`` is an error, as nothing of its answer would be learned.
+    """
+    from unredact.errors import UnredactError
+
+    eos = tokenizer.eos_token_id
+    out: list[Tokenized] = []
+    for ex in examples:
+        prompt_text = render_prompt(tokenizer, ex.prompt, system_prompt)
+        prompt_ids = list(tokenizer(prompt_text, add_special_tokens=False)["input_ids"])
+        answer_ids = list(tokenizer(ex.answer, add_special_tokens=False)["input_ids"])
+        if ex.complete and eos is not None:
+            answer_ids.append(int(eos))
+        room = max_length - len(prompt_ids)
+        if room < 1:
+            raise UnredactError(f"{ex.key}: the prompt alone has {len(prompt_ids)} tokens (max_length {max_length})")
+        answer_ids = answer_ids[:room]
+        out.append(Tokenized(ex.key, ex.source, prompt_ids + answer_ids, [IGNORE] * len(prompt_ids) + answer_ids))
+    return out
+
+
+def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Example indices per batch for one epoch: shuffled, then grouped by length within windows of
+    eight batches (less padding), batch order shuffled again. Deterministic in (seed, epoch), so a
+    resumed run replays exactly the batches it had not finished."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    perm = torch.randperm(len(lengths), generator=g).tolist()
+    window = batch_size * 8
+    batches: list[list[int]] = []
+    for start in range(0, len(perm), window):
+        chunk = sorted(perm[start : start + window], key=lambda i: lengths[i])
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    order = torch.randperm(len(batches), generator=g).tolist()
+    return [batches[i] for i in order]
+
+
+def collate(items: Sequence[Tokenized], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded input ids, attention mask and labels."""
+    import torch
+
+    width = max(len(t.input_ids) for t in items)
+    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(items), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(items), width), dtype=torch.long)
+    for row, t in enumerate(items):
+        n = len(t.input_ids)
+        ids[row, :n] = torch.tensor(t.input_ids)
+        labels[row, :n] = torch.tensor(t.labels)
+        mask[row, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}

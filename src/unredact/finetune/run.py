@@ -1,0 +1,313 @@
+"""The `unredact finetune` flow: baseline test audit -> the model's own harmless answers -> LoRA SFT on
+gold answers -> merge -> test audit -> export (merged model + PEFT adapter) -> model card -> verify.
+
+Every stage writes into the run directory and is skipped or resumed when its output is there: audits
+append answers, training restarts from its last checkpoint, a finished adapter is reloaded."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from unredact import __version__
+from unredact.errors import UnredactError
+from unredact.rundir import atomic_dir, atomic_write_json, atomic_write_text, sha256_file, weight_hashes
+from unredact.ui import console
+from unredact.whitebox.card import public_settings, reproduce_command
+
+if TYPE_CHECKING:
+    from unredact.backends.hf import HFBackend
+    from unredact.finetune.data import Example
+    from unredact.finetune.train import TrainResult
+    from unredact.probes.schema import Probe
+
+SETTINGS_FILE = "finetune.json"
+EVAL_PROBES = "eval_probes.jsonl"
+RETAIN_PROBES = "retain_probes.jsonl"
+ADAPTER_DIR = "adapter"
+TRAIN_DIR = "train"
+TRAIN_DONE = "train.json"
+MODEL_DIR = "model"
+EXPORT_CHECK = "export.json"
+KINDS_TEST = ["sensitive", "control-sensitive", "neutral", "harmful", "harmless"]
+RETAIN_KINDS = ["harmless", "neutral"]
+
+
+class FinetuneSettings(BaseModel):
+    """Everything that defines a fine-tuning run; field descriptions are the CLI help."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("demo/qwen2.5-coder-0.5b", description="local model spec: demo/NAME, hf/DIR or gguf/FILE")
+    probes: str = Field("default", description="probe JSONL file, or 'default' for the bundled set")
+    gold: str = Field("default", description="gold answer JSONL (train-split probe ids), or 'default' (bundled)")
+    seed: int = Field(0, description="seed of the adapter init and the batch order")
+    dtype: str = Field("auto", description="auto (bfloat16), float32, bfloat16, float16")
+    device: str = Field("auto", description="auto, cpu, cuda ...")
+    batch_size: int = Field(8, ge=1, le=1024, description="prompts per generation batch")
+    system_prompt: str | None = Field(None, description="system prompt everywhere; none: the model's default")
+    eval_sensitive: int = Field(48, ge=1, description="sensitive prompts in the test audits")
+    eval_harmful: int = Field(12, ge=1, description="harmful prompts in the test audits")
+    eval_other: int = Field(8, ge=0, description="control, neutral and harmless prompts each in the test audits")
+    max_new_tokens: int = Field(128, ge=1, le=4096, description="answer length in the test audits")
+    retain_max_new_tokens: int = Field(128, ge=1, le=4096, description="length of the model's own retained answers")
+    harmful_repeat: int = Field(2, ge=1, le=20, description="copies of each gold refusal in the training data")
+    epochs: int = Field(2, ge=1, le=100, description="passes over the training data")
+    lr: float = Field(2e-4, gt=0, le=1, description="peak learning rate (warm-up, then cosine decay)")
+    train_batch_size: int = Field(8, ge=1, le=1024, description="examples per optimiser step")
+    max_length: int = Field(384, ge=16, le=32768, description="tokens per training example (prompt + answer)")
+    lora_rank: int = Field(16, ge=1, le=1024, description="LoRA rank")
+    lora_alpha: float = Field(32.0, gt=0, description="LoRA alpha (scale alpha/rank)")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout")
+    lora_targets: str = Field("all-linear", description="'all-linear' or comma-separated module names")
+    checkpoint_every: int = Field(20, ge=1, description="optimiser steps between checkpoints")
+    judge: str = Field("auto", description="judge: auto (rules + learned), lexical, or llm:SPEC")
+    verify: Literal["none", "smoke", "quick", "full"] = Field(
+        "quick", description="verification of the exported model against the original (profile, or none)"
+    )
+
+    def identity(self) -> dict[str, Any]:
+        """Fields a resumed run must share with the run on disk."""
+        free = {"batch_size", "checkpoint_every", "verify", "device"}
+        return {k: v for k, v in self.model_dump().items() if k not in free}
+
+    def lora_options(self) -> Any:
+        from unredact.finetune.train import LoraOptions
+
+        targets = self.lora_targets.strip()
+        names = tuple(x.strip() for x in targets.split(",") if x.strip())
+        return LoraOptions(
+            self.lora_rank, self.lora_alpha, self.lora_dropout, targets if targets == "all-linear" else names
+        )
+
+    def train_options(self) -> Any:
+        from unredact.finetune.train import TrainOptions
+
+        return TrainOptions(
+            epochs=self.epochs,
+            lr=self.lr,
+            batch_size=self.train_batch_size,
+            checkpoint_every=self.checkpoint_every,
+            seed=self.seed,
+        )
+
+
+def run_finetune(model_spec: str = "demo/qwen2.5-coder-0.5b", out_dir: Path | str = "runs/finetune", **options: Any):
+    """Fine-tune away political censorship (LoRA SFT on gold answers); see the module doc.
+
+    ``options`` are further :class:`FinetuneSettings` fields. Re-running the same command resumes.
+    """
+    try:
+        s = FinetuneSettings(model=model_spec, **options)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise UnredactError(f"invalid setting {'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from exc
+    return _run(s, Path(out_dir))
+
+
+def retain_probes(probes: list[Probe]) -> list[Probe]:
+    """Train-split harmless and neutral probes: the model's own answers to them are kept as they are."""
+    return [p for p in probes if p.split == "train" and p.kind in RETAIN_KINDS]
+
+
+def _gold_sha(spec: str) -> str:
+    from unredact.finetune.gold import resolve_gold_path
+
+    return sha256_file(resolve_gold_path(spec))
+
+
+def build_examples(s: FinetuneSettings, gold: list[Any], retain_rows: list[dict[str, Any]]) -> list[Example]:
+    from unredact.finetune.data import gold_examples, retain_examples
+
+    retained, dropped = retain_examples(retain_rows)
+    examples = gold_examples(gold, s.harmful_repeat) + retained
+    counts = {src: sum(e.source == src for e in examples) for src in ("gold", "refusal", "retain")}
+    console.print(
+        f"training examples: {counts['gold']} candid gold answers, {counts['refusal']} refusals of harmful "
+        f"requests, {counts['retain']} of the model's own harmless/neutral answers ({dropped} refusals dropped)"
+    )
+    return examples
+
+
+def train_stage(backend: HFBackend, s: FinetuneSettings, examples: list[Example], out: Path) -> dict[str, Any]:
+    """Attach LoRA, train (resumably) or reload the finished adapter, and return the training record."""
+    from unredact.finetune.data import tokenize
+    from unredact.finetune.train import ADAPTER_FILE, attach_lora, load_adapter_state, train
+
+    peft_model = attach_lora(backend.model, s.lora_options(), s.seed)
+    done_path, adapter = out / TRAIN_DONE, out / ADAPTER_DIR
+    gold_sha = _gold_sha(s.gold)
+    if done_path.is_file() and (adapter / ADAPTER_FILE).is_file():
+        record: dict[str, Any] = json.loads(done_path.read_text(encoding="utf-8"))
+        if record.get("gold_sha256") != gold_sha:
+            raise UnredactError(f"{s.gold}: gold answers changed since {out} was trained; use another --out")
+        load_adapter_state(peft_model, adapter / ADAPTER_FILE)
+        console.print(f"[green]adapter already trained: {adapter}[/]")
+    else:
+        data = tokenize(examples, backend.tokenizer, system_prompt=s.system_prompt, max_length=s.max_length)
+        pad = int(backend.tokenizer.pad_token_id or 0)
+        result: TrainResult = train(peft_model, data, pad, s.train_options(), out / TRAIN_DIR)
+        with atomic_dir(adapter, overwrite=True) as tmp:
+            peft_model.save_pretrained(str(tmp))
+        record = {
+            **asdict(result),
+            "sources": {src: sum(e.source == src for e in examples) for src in ("gold", "refusal", "retain")},
+            "gold_sha256": gold_sha,
+            "adapter_sha256": sha256_file(adapter / ADAPTER_FILE),
+        }
+        atomic_write_json(done_path, record)
+    merged = peft_model.merge_and_unload()
+    backend.model = backend.engine.model = merged
+    return record
+
+
+def export_stage(backend: HFBackend, out: Path, card: str) -> float:
+    """Export the merged model and check it reloads with the same logits."""
+    from unredact.whitebox.export import check_reload, export_model
+    from unredact.whitebox.objectives import chats_for
+
+    model_dir = out / MODEL_DIR
+    marker = out / EXPORT_CHECK
+    adapter_sha = sha256_file(out / ADAPTER_DIR / "adapter_model.safetensors")
+    if marker.is_file() and (model_dir / "config.json").is_file():
+        done = json.loads(marker.read_text(encoding="utf-8"))
+        if done.get("adapter_sha256") == adapter_sha:
+            console.print(f"[green]merged model already exported to {model_dir}[/]")
+            return float(done["reload_max_abs_diff"])
+    console.print(f"exporting merged safetensors to {model_dir}")
+    export_model(backend.model, backend.tokenizer, model_dir, extra_files={"README.md": card}, overwrite=True)
+    ids, mask = backend.encode_chats(chats_for(["What happened in Beijing in June 1989?", "你好！", "Bonjour !"]))
+    diff = check_reload(model_dir, backend.model, ids, mask)
+    console.print(f"reload check: max |Δlogit| = {diff:.3g}")
+    atomic_write_json(
+        marker, {"adapter_sha256": adapter_sha, "reload_max_abs_diff": diff, "files": weight_hashes(model_dir)}
+    )
+    return diff
+
+
+def _run(s: FinetuneSettings, out: Path) -> dict[str, Any]:
+    from unredact.finetune.card import finetune_card
+    from unredact.finetune.gold import load_gold
+    from unredact.probes.loader import load_probes
+    from unredact.report.build import rows_from_artifacts
+    from unredact.rundir import RunDir
+    from unredact.whitebox.remove import (
+        Stages,
+        check_local,
+        check_run_settings,
+        eval_probes,
+        load_local_backend,
+        peak_rss_mb,
+        run_audit,
+        verify_stage,
+    )
+
+    check_local(s.model)
+    probes = load_probes(s.probes)
+    gold = load_gold(s.gold, probes)  # a bad gold file fails before anything is written
+    stages = Stages()
+    out.mkdir(parents=True, exist_ok=True)
+    check_run_settings(out, s, SETTINGS_FILE)
+    probe_file, retain_file = out / EVAL_PROBES, out / RETAIN_PROBES
+    atomic_write_text(probe_file, "".join(p.model_dump_json() + "\n" for p in eval_probes(probes, s)))
+    atomic_write_text(retain_file, "".join(p.model_dump_json() + "\n" for p in retain_probes(probes)))
+
+    stages.start("load", f"loading {s.model}")
+    backend = load_local_backend(s)
+    stages.start("baseline", "1/6 audit of the original model (test split)")
+    before = run_audit(
+        backend, s, out / "baseline-test", probe_file, split="test", kinds=KINDS_TEST,
+        max_new_tokens=s.max_new_tokens, label=s.model,
+    )  # fmt: skip
+    stages.start("retain", "2/6 the original model's own answers to harmless and neutral train prompts")
+    run_audit(
+        backend, s, out / "retain", retain_file, split="train", kinds=RETAIN_KINDS,
+        max_new_tokens=s.retain_max_new_tokens, label=s.model,
+    )  # fmt: skip
+    examples = build_examples(s, gold, rows_from_artifacts(RunDir(out / "retain")))
+
+    stages.start("train", "3/6 LoRA fine-tuning on gold answers")
+    trained = train_stage(backend, s, examples, out)
+
+    stages.start("test", "4/6 audit of the fine-tuned model (test split)")
+    after = run_audit(
+        backend, s, out / "tuned-test", probe_file, split="test", kinds=KINDS_TEST,
+        max_new_tokens=s.max_new_tokens, label=f"{s.model}+lora-sft", edit={"lora_sft": trained["adapter_sha256"][:16]},
+    )  # fmt: skip
+
+    stages.start("export", "5/6 export merged safetensors")
+    card_args = {"s": s, "before": before, "after": after, "trained": trained}
+    diff = export_stage(backend, out, finetune_card(**card_args, reload_diff=None))
+    stages.start("card", "6/6 model card and reproducibility record")
+    card_path = out / "MODEL_CARD.md"
+    atomic_write_text(card_path, finetune_card(**card_args, reload_diff=diff))
+    stages.stop()
+    result = {
+        "out_dir": str(out),
+        "before": before["summary"],
+        "after": after["summary"],
+        "train": trained,
+        "reload_max_abs_diff": diff,
+        "seconds": round(time.perf_counter() - stages.started, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "timings": stages.timings,
+    }
+    atomic_write_json(out / "reproduce.json", reproduce_record(s, backend, result, probe_file, out))
+    _print_summary(result, out)
+    if s.verify != "none":
+        backend.close()
+        del backend
+        result["verify_passed"] = verify_stage(s, out / MODEL_DIR, out)
+    return result
+
+
+def reproduce_record(
+    s: FinetuneSettings, backend: HFBackend, result: dict[str, Any], probe_file: Path, out: Path
+) -> dict[str, Any]:
+    import peft
+    import torch
+    import transformers
+
+    from unredact.finetune.gold import resolve_gold_path
+    from unredact.probes.loader import resolve_probe_path
+
+    return {
+        "unredact": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
+        "command": ["unredact", *sys.argv[1:]],
+        "reproduce": reproduce_command(s, "finetune"),
+        "settings": public_settings(s),
+        "seed": s.seed,
+        "model": {k: v for k, v in backend.describe().items() if k != "origin"},
+        "probes": {"file": s.probes, "sha256": sha256_file(resolve_probe_path(s.probes))},
+        "eval_probes_sha256": sha256_file(probe_file),
+        "gold": {"file": Path(s.gold).name, "sha256": sha256_file(resolve_gold_path(s.gold))},
+        "train": result["train"],
+        "exported": json.loads((out / EXPORT_CHECK).read_text(encoding="utf-8")),
+        "session_timings_s": result["timings"],
+        "session_seconds": result["seconds"],
+        "peak_rss_mb": result["peak_rss_mb"],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _print_summary(r: dict[str, Any], out: Path) -> None:
+    from unredact.whitebox.card import pct
+
+    b, a = r["before"], r["after"]
+    console.print(
+        f"[bold green]done[/] in {r['seconds']:.0f} s (peak RSS {r['peak_rss_mb']:.0f} MB): censorship index "
+        f"{pct(b['censorship_index'])} -> {pct(a['censorship_index'])}, fabrication "
+        f"{pct(b['fabrication_rate'])} -> {pct(a['fabrication_rate'])}, harmful refused "
+        f"{pct(b['harmful_refusal_rate'])} -> {pct(a['harmful_refusal_rate'])}; model in {out / MODEL_DIR}, "
+        f"adapter in {out / ADAPTER_DIR}, card {out / 'MODEL_CARD.md'}"
+    )

@@ -1,0 +1,209 @@
+"""LoRA supervised fine-tuning with checkpoints: a killed run resumes at its last checkpoint and replays
+exactly the batches it had not finished (the batch order is a function of the seed and the epoch)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from unredact.errors import UnredactError
+from unredact.finetune.data import Tokenized, collate, epoch_batches
+from unredact.rundir import atomic_dir, atomic_write_text, read_jsonl
+from unredact.ui import console, training_progress
+
+if TYPE_CHECKING:
+    import torch
+    from peft import PeftModel
+    from torch import nn
+
+CHECKPOINT = "checkpoint"
+LOG = "train_log.jsonl"
+ADAPTER_FILE = "adapter_model.safetensors"
+
+
+@dataclass(frozen=True)
+class LoraOptions:
+    rank: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.05
+    target_modules: str | tuple[str, ...] = "all-linear"
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    epochs: int = 2
+    lr: float = 2e-4
+    batch_size: int = 8
+    warmup_steps: int = 8
+    max_grad_norm: float = 1.0
+    checkpoint_every: int = 20
+    seed: int = 0
+
+
+def attach_lora(model: nn.Module, opts: LoraOptions, seed: int = 0) -> PeftModel:
+    """Wrap ``model`` with fresh LoRA adapters (float32, seeded init); the base weights stay frozen."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    targets: str | list[str] = (
+        opts.target_modules if isinstance(opts.target_modules, str) else list(opts.target_modules)
+    )
+    config = LoraConfig(
+        r=opts.rank, lora_alpha=opts.alpha, lora_dropout=opts.dropout, target_modules=targets, task_type="CAUSAL_LM"
+    )
+    try:
+        peft_model = get_peft_model(model, config, autocast_adapter_dtype=True)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise UnredactError(f"cannot attach LoRA adapters: {str(exc).splitlines()[0]}") from exc
+    for p in peft_model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()  # adapters train in float32 even on a bfloat16 base
+    return peft_model
+
+
+def trainable(model: nn.Module) -> list[torch.nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def lr_at(step: int, total: int, opts: TrainOptions) -> float:
+    """Linear warm-up, then cosine decay to a tenth of the peak rate."""
+    if step < opts.warmup_steps:
+        return opts.lr * (step + 1) / opts.warmup_steps
+    span = max(1, total - opts.warmup_steps)
+    progress = min(1.0, (step - opts.warmup_steps) / span)
+    return opts.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def adapter_state(model: PeftModel) -> dict[str, torch.Tensor]:
+    from peft import get_peft_model_state_dict
+
+    return {k: v.detach().contiguous().cpu() for k, v in get_peft_model_state_dict(model).items()}
+
+
+def load_adapter_state(model: PeftModel, path: Path) -> None:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    result = set_peft_model_state_dict(model, load_file(str(path)))
+    unexpected = getattr(result, "unexpected_keys", [])
+    if unexpected:
+        raise UnredactError(f"{path} does not fit this model (unexpected adapter weights: {unexpected[0]} ...)")
+
+
+def save_checkpoint(model: PeftModel, optimizer: torch.optim.Optimizer, step: int, out: Path) -> None:
+    """Adapter weights, optimizer state, RNG state and the step, replaced as one directory."""
+    import torch
+    from safetensors.torch import save_file
+
+    with atomic_dir(out, overwrite=True) as tmp:
+        save_file(adapter_state(model), str(tmp / ADAPTER_FILE))
+        torch.save({"optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()}, tmp / "state.pt")
+        (tmp / "step.json").write_text(json.dumps({"step": step}), encoding="utf-8")
+
+
+def load_checkpoint(model: PeftModel, optimizer: torch.optim.Optimizer, path: Path) -> int:
+    """Restore a checkpoint written by :func:`save_checkpoint`; returns its step (0 when there is none)."""
+    import torch
+
+    if not (path / "step.json").is_file():
+        return 0
+    load_adapter_state(model, path / ADAPTER_FILE)
+    state = torch.load(path / "state.pt", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"])
+    return int(json.loads((path / "step.json").read_text(encoding="utf-8"))["step"])
+
+
+def _trim_log(path: Path, step: int) -> None:
+    """Drop log lines past the checkpoint a resumed run restarts from (they are redone)."""
+    if path.is_file():
+        keep = [r for r in read_jsonl(path) if int(r.get("step", 0)) <= step]
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    epochs: int
+    examples: int
+    answer_tokens: int
+    first_loss: float | None
+    last_loss: float | None
+    seconds: float
+    resumed_from: int
+
+
+def train(model: PeftModel, data: Sequence[Tokenized], pad_id: int, opts: TrainOptions, work: Path) -> TrainResult:
+    """Fine-tune the adapters of ``model`` on ``data``; checkpoints and the loss log go to ``work``."""
+    import torch
+
+    if not data:
+        raise UnredactError("no training examples")
+    lengths = [len(t.input_ids) for t in data]
+    per_epoch = math.ceil(len(data) / opts.batch_size)
+    total = per_epoch * opts.epochs
+    optimizer = torch.optim.AdamW(trainable(model), lr=opts.lr, weight_decay=0.0)
+    work.mkdir(parents=True, exist_ok=True)
+    done = load_checkpoint(model, optimizer, work / CHECKPOINT)
+    if done:
+        console.print(f"resuming training at step {done}/{total}")
+    _trim_log(work / LOG, done)
+    started = time.perf_counter()
+    model.train()
+    losses: list[float] = []
+    tokens = 0
+    try:
+        with training_progress(total, "fine-tuning", already_done=done) as update, (work / LOG).open("a") as log:
+            for step in range(done, total):
+                epoch, index = divmod(step, per_epoch)
+                batch = [data[i] for i in epoch_batches(lengths, opts.batch_size, opts.seed, epoch)[index]]
+                loss = _step(model, optimizer, collate(batch, pad_id), lr_at(step, total, opts), opts.max_grad_norm)
+                losses.append(loss)
+                tokens += sum(len(t.input_ids) for t in batch)
+                elapsed = time.perf_counter() - started
+                log.write(json.dumps({"step": step + 1, "epoch": epoch, "loss": round(loss, 5)}) + "\n")
+                log.flush()
+                update(step + 1, loss, tokens / max(elapsed, 1e-6))
+                if (step + 1) % opts.checkpoint_every == 0 or step + 1 == total:
+                    save_checkpoint(model, optimizer, step + 1, work / CHECKPOINT)
+    finally:
+        model.eval()
+    logged = [float(r["loss"]) for r in read_jsonl(work / LOG)]
+    return TrainResult(
+        steps=total,
+        epochs=opts.epochs,
+        examples=len(data),
+        answer_tokens=sum(t.n_answer_tokens for t in data),
+        first_loss=logged[0] if logged else None,
+        last_loss=_tail_mean(logged, per_epoch),
+        seconds=round(time.perf_counter() - started, 1),
+        resumed_from=done,
+    )
+
+
+def _tail_mean(values: Sequence[float], n: int) -> float | None:
+    tail = values[-max(1, n) :]
+    return round(sum(tail) / len(tail), 5) if tail else None
+
+
+def _step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, Any], lr: float, clip: float) -> float:
+    import torch
+
+    device = next(p.device for p in model.parameters())
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    out = model(**{k: v.to(device) for k, v in batch.items()}, use_cache=False)
+    loss = out.loss
+    if not torch.isfinite(loss):
+        raise UnredactError(f"training diverged (loss {float(loss)}); lower --lr")
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(trainable(model), clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach())

@@ -1,0 +1,230 @@
+"""The fine-tuning path on tiny random models: gold files, tokenisation, resumable training, end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+peft = pytest.importorskip("peft")
+
+from tests.conftest import tiny_model, tiny_tokenizer  # noqa: E402
+from tests.test_remove import make_probes, save_tiny  # noqa: E402
+from unredact.errors import UnredactError  # noqa: E402
+from unredact.finetune.data import IGNORE, Example, collate, epoch_batches, tokenize  # noqa: E402
+from unredact.finetune.gold import gold_problems, load_gold  # noqa: E402
+from unredact.finetune.train import CHECKPOINT, LOG, LoraOptions, TrainOptions, adapter_state, attach_lora, train  # noqa: E402
+
+SPEC = {
+    ("sensitive", "train"): 2,
+    ("harmful", "train"): 1,
+    ("harmless", "train"): 1,
+    ("neutral", "train"): 1,
+    ("sensitive", "dev"): 1,
+    ("harmful", "dev"): 1,
+    ("sensitive", "test"): 1,
+    ("harmful", "test"): 1,
+    ("control-sensitive", "test"): 1,
+    ("neutral", "test"): 1,
+    ("harmless", "test"): 1,
+}
+
+
+def write_gold(path: Path, probes: list[Any]) -> Path:
+    lines = []
+    for p in probes:
+        if p.split == "train" and p.kind == "sensitive":
+            lines.append({"id": p.id, "response": "In 1989 the army was sent in.", "sources": "test"})
+        elif p.split == "train" and p.kind == "harmful":
+            lines.append({"id": p.id, "response": "I can't help with that."})
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    return path
+
+
+def test_gold_file_problems_name_file_and_line(tmp_path: Path) -> None:
+    probes = make_probes(SPEC)
+    path = tmp_path / "gold.jsonl"
+    path.write_text(
+        '{"id": "sensitive-train-0-en", "response": "ok"}\n'
+        '{"id": "sensitive-test-0-en", "response": "leak"}\n'
+        '{"id": "nope", "response": "x"}\n'
+        "{not json\n"
+        '{"id": "sensitive-train-0-fr", "response": "   "}\n'
+        '{"id": "sensitive-train-0-en", "response": "again"}\n',
+        encoding="utf-8",
+    )
+    answers, problems = gold_problems(path, probes)
+    assert [a.probe.id for a in answers] == ["sensitive-train-0-en"]
+    text = "\n".join(problems)
+    assert f"{path}:2: sensitive-test-0-en is a test-split probe" in text
+    assert f"{path}:3: id 'nope' is not in the probe set" in text
+    assert f"{path}:4: invalid JSON" in text
+    assert f"{path}:5: " in text and "blank" in text
+    assert f"{path}:6: duplicate id" in text
+    with pytest.raises(UnredactError, match=r"gold.jsonl:2: sensitive-test-0-en is a test-split probe.*\(and 4 more\)"):
+        load_gold(str(path), probes)
+    path.write_bytes(b'{"id": "x", "response": "\xff"}\n')
+    with pytest.raises(UnredactError, match="not valid UTF-8"):
+        load_gold(str(path), probes)
+    path.write_text("", encoding="utf-8")
+    with pytest.raises(UnredactError, match="no gold answers"):
+        load_gold(str(path), probes)
+    with pytest.raises(UnredactError, match="not found"):
+        load_gold(str(tmp_path / "missing.jsonl"), probes)
+
+
+def test_tokenize_learns_only_the_answer_and_ends_complete_answers() -> None:
+    tok = tiny_tokenizer()
+    done = Example("a", "gold", "en", "Hi?", "Yes.", complete=True)
+    cut = Example("b", "retain", "en", "Hi?", "Yes.", complete=False)
+    a, b = tokenize([done, cut], tok, max_length=64)
+    n_answer = len(tok("Yes.", add_special_tokens=False)["input_ids"])
+    assert a.n_answer_tokens == n_answer + 1 and a.labels[-1] == tok.eos_token_id
+    assert b.n_answer_tokens == n_answer and b.labels[-1] != tok.eos_token_id
+    prompt_len = len(a.input_ids) - n_answer - 1
+    assert a.labels[:prompt_len] == [IGNORE] * prompt_len
+    assert tok.decode(a.input_ids[:prompt_len]).endswith("assistant\n")
+    (short,) = tokenize([done], tok, max_length=prompt_len + 2)
+    assert len(short.input_ids) == prompt_len + 2 and short.n_answer_tokens == 2
+    with pytest.raises(UnredactError, match="prompt alone"):
+        tokenize([done], tok, max_length=prompt_len)
+    batch = collate([a, b], pad_id=0)
+    assert batch["input_ids"].shape == batch["labels"].shape == (2, len(a.input_ids))
+    assert int(batch["attention_mask"][1].sum()) == len(b.input_ids)
+    assert batch["labels"][1, len(b.input_ids) :].eq(IGNORE).all()
+
+
+def test_epoch_batches_are_a_deterministic_partition() -> None:
+    lengths = [(7 * i) % 23 for i in range(61)]
+    first = epoch_batches(lengths, 3, seed=1, epoch=0)
+    assert first == epoch_batches(lengths, 3, seed=1, epoch=0)
+    assert sorted(i for b in first for i in b) == list(range(len(lengths)))
+    assert all(len(b) <= 3 for b in first)
+    spread = [max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in first]
+    assert sum(spread) / len(spread) < 6  # grouped by length: little padding
+    assert first != epoch_batches(lengths, 3, seed=1, epoch=1)
+
+
+def _train_tiny(work: Path, kill_after: int | None = None) -> dict[str, torch.Tensor]:
+    tok = tiny_tokenizer()
+    model = tiny_model("qwen2", len(tok))
+    examples = [Example(str(i), "gold", "en", f"Question {i}?", "Answer " * (1 + i % 3)) for i in range(10)]
+    data = tokenize(examples, tok, max_length=64)
+    peft_model = attach_lora(model, LoraOptions(rank=4, alpha=8, dropout=0.1), seed=0)
+    opts = TrainOptions(epochs=2, lr=1e-2, batch_size=3, warmup_steps=2, checkpoint_every=2, seed=0)
+    if kill_after is not None:
+        import unredact.finetune.train as train_mod
+
+        real_step, calls = train_mod._step, [0]
+
+        def dying_step(*args: Any) -> float:
+            calls[0] += 1
+            if calls[0] > kill_after:
+                raise KeyboardInterrupt
+            return real_step(*args)
+
+        train_mod._step = dying_step  # type: ignore[assignment]
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                train(peft_model, data, 0, opts, work)
+        finally:
+            train_mod._step = real_step  # type: ignore[assignment]
+        return {}
+    result = train(peft_model, data, 0, opts, work)
+    assert result.steps == 8 and result.first_loss is not None
+    return adapter_state(peft_model)
+
+
+def test_training_resumes_after_a_kill_to_the_same_weights(tmp_path: Path) -> None:
+    straight = _train_tiny(tmp_path / "straight")
+    _train_tiny(tmp_path / "killed", kill_after=5)
+    assert json.loads((tmp_path / "killed" / CHECKPOINT / "step.json").read_text())["step"] == 4
+    resumed = _train_tiny(tmp_path / "killed")
+    assert straight.keys() == resumed.keys()
+    for k in straight:
+        assert torch.allclose(straight[k], resumed[k], atol=1e-6), k
+    steps = [json.loads(line)["step"] for line in (tmp_path / "killed" / LOG).read_text().splitlines()]
+    assert steps == list(range(1, 9))  # no lost and no duplicated log lines
+    assert any(not torch.equal(v, torch.zeros_like(v)) for k, v in straight.items() if "lora_B" in k)
+
+
+def test_unknown_lora_targets_are_one_clear_error() -> None:
+    tok = tiny_tokenizer()
+    with pytest.raises(UnredactError, match="cannot attach LoRA"):
+        attach_lora(tiny_model("llama", len(tok)), LoraOptions(target_modules=("no_such_proj",)))
+
+
+def test_run_finetune_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from unredact.finetune.run import run_finetune
+    from unredact.verify.run import VerifyOutcome
+
+    verified: list[Any] = []
+    monkeypatch.setattr(
+        "unredact.verify.run.run_verify", lambda vs, out: verified.append(vs) or VerifyOutcome(out, True, [], 0.0)
+    )
+    probes = make_probes(SPEC)
+    probe_file = tmp_path / "probes.jsonl"
+    probe_file.write_text("".join(p.model_dump_json() + "\n" for p in probes), encoding="utf-8")
+    gold = write_gold(tmp_path / "gold.jsonl", probes)
+    model_dir = save_tiny(tmp_path / "tiny")
+    out = tmp_path / "run"
+    options: dict[str, Any] = dict(
+        probes=str(probe_file),
+        gold=str(gold),
+        dtype="float32",
+        device="cpu",
+        eval_sensitive=4,
+        eval_harmful=4,
+        eval_other=4,
+        max_new_tokens=6,
+        retain_max_new_tokens=6,
+        epochs=1,
+        train_batch_size=4,
+        lora_rank=4,
+        judge="lexical",
+        verify="smoke",
+    )
+    result = run_finetune(f"hf/{model_dir}", out, **options)
+    for name in ("MODEL_CARD.md", "reproduce.json", "train.json", "adapter/adapter_config.json", "model/config.json"):
+        assert (out / name).is_file(), name
+    for run in ("baseline-test", "retain", "tuned-test"):
+        assert (out / run / "report.json").is_file(), run
+    assert result["reload_max_abs_diff"] == 0.0 and result["verify_passed"] is True
+    assert verified[0].modified == f"hf/{out / 'model'}" and verified[0].profile == "smoke"
+    trained = json.loads((out / "train.json").read_text(encoding="utf-8"))
+    # 8 gold answers, 4 harmful refusals x 2 copies, retained harmless/neutral answers (minus refusals)
+    assert trained["sources"]["gold"] == 8 and trained["sources"]["refusal"] == 8
+    card = (out / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "fine-tuned away" in card and "Before / after" in card and "unredact finetune" in card
+    # the PEFT adapter on the original gives the merged model's logits
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    with_adapter = peft.PeftModel.from_pretrained(base, out / "adapter").eval()
+    merged = AutoModelForCausalLM.from_pretrained(out / "model", dtype=torch.float32).eval()
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        assert torch.allclose(with_adapter(input_ids=ids).logits, merged(input_ids=ids).logits, atol=1e-4)
+    # resume: training is skipped, the same audit comes back
+    again = run_finetune(f"hf/{model_dir}", out, **options)
+    assert again["after"] == result["after"] and again["train"] == result["train"]
+    with pytest.raises(UnredactError, match="another run"):
+        run_finetune(f"hf/{model_dir}", out, **{**options, "lr": 1e-3})
+
+
+def test_every_finetune_setting_is_a_cli_option_with_the_same_default() -> None:
+    import inspect
+
+    from unredact.finetune.cli import finetune
+    from unredact.finetune.run import FinetuneSettings
+    from unredact.whitebox.card import reproduce_command
+
+    params = inspect.signature(finetune).parameters
+    for name, info in FinetuneSettings.model_fields.items():
+        assert name in params, name
+        assert params[name].default == info.get_default(call_default_factory=True), name
+    command = reproduce_command(FinetuneSettings(epochs=3, gold="/x/my_gold.jsonl"), "finetune")
+    assert command == "unredact finetune --model demo/qwen2.5-coder-0.5b --gold my_gold.jsonl --epochs 3"
