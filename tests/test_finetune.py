@@ -108,10 +108,10 @@ def test_epoch_batches_are_a_deterministic_partition() -> None:
     assert first != epoch_batches(lengths, 3, seed=1, epoch=1)
 
 
-def _train_tiny(work: Path, kill_after: int | None = None) -> dict[str, torch.Tensor]:
+def _train_tiny(work: Path, kill_after: int | None = None, n: int = 10) -> dict[str, torch.Tensor]:
     tok = tiny_tokenizer()
     model = tiny_model("qwen2", len(tok))
-    examples = [Example(str(i), "gold", "en", f"Question {i}?", "Answer " * (1 + i % 3)) for i in range(10)]
+    examples = [Example(str(i), "gold", "en", f"Question {i}?", "Answer " * (1 + i % 3)) for i in range(n)]
     data = tokenize(examples, tok, max_length=64)
     peft_model = attach_lora(model, LoraOptions(rank=4, alpha=8, dropout=0.1), seed=0)
     opts = TrainOptions(epochs=2, lr=1e-2, batch_size=3, warmup_steps=2, checkpoint_every=2, seed=0)
@@ -149,6 +149,9 @@ def test_training_resumes_after_a_kill_to_the_same_weights(tmp_path: Path) -> No
     steps = [json.loads(line)["step"] for line in (tmp_path / "killed" / LOG).read_text().splitlines()]
     assert steps == list(range(1, 9))  # no lost and no duplicated log lines
     assert any(not torch.equal(v, torch.zeros_like(v)) for k, v in straight.items() if "lora_B" in k)
+    _train_tiny(tmp_path / "other", kill_after=5)
+    with pytest.raises(UnredactError, match="other training data"):
+        _train_tiny(tmp_path / "other", n=11)  # a checkpoint never resumes a run on other data
 
 
 def test_unknown_lora_targets_are_one_clear_error() -> None:
@@ -228,3 +231,29 @@ def test_every_finetune_setting_is_a_cli_option_with_the_same_default() -> None:
         assert params[name].default == info.get_default(call_default_factory=True), name
     command = reproduce_command(FinetuneSettings(epochs=3, gold="/x/my_gold.jsonl"), "finetune")
     assert command == "unredact finetune --model demo/qwen2.5-coder-0.5b --gold my_gold.jsonl --epochs 3"
+
+
+def test_bundled_gold_answers_cover_the_train_split_in_the_right_language() -> None:
+    from unredact.finetune.gold import DEFAULT_GOLD
+    from unredact.judge.lexical import facts_covered
+    from unredact.judge.normalize import normalize
+    from unredact.probes.loader import load_probes
+    from unredact.verify.textcheck import language_matches, script_variant
+
+    probes = load_probes("default")
+    gold = {g.probe.id: g for g in load_gold(DEFAULT_GOLD, probes)}  # only train ids, all valid
+    wanted = {p.id for p in probes if p.split == "train" and p.kind in ("sensitive", "harmful")}
+    assert set(gold) == wanted
+    coverage = []
+    for g in gold.values():
+        p, text = g.probe, g.response
+        assert language_matches(text, p.lang) is not False, p.id
+        if p.lang.startswith("zh"):
+            assert script_variant(text) in (None, "hant" if p.lang == "zh-Hant" else "hans"), p.id
+        text_n = normalize(text)
+        assert not [m for m in p.narrative_markers if normalize(m) in text_n], p.id
+        if p.kind == "sensitive":
+            assert g.sources.strip(), p.id
+            coverage.append(len(facts_covered(text_n, [f.model_dump() for f in p.facts])) / len(p.facts))
+    assert sum(coverage) / len(coverage) >= 0.8
+    assert sum(c < 0.5 for c in coverage) <= len(coverage) // 20

@@ -7,7 +7,7 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -96,7 +96,19 @@ def load_adapter_state(model: PeftModel, path: Path) -> None:
         raise UnredactError(f"{path} does not fit this model (unexpected adapter weights: {unexpected[0]} ...)")
 
 
-def save_checkpoint(model: PeftModel, optimizer: torch.optim.Optimizer, step: int, out: Path) -> None:
+def fingerprint(data: Sequence[Tokenized], opts: TrainOptions) -> str:
+    """Hash of the training examples and options: a checkpoint only resumes the run that wrote it."""
+    import hashlib
+
+    h = hashlib.sha256(json.dumps(asdict(opts), sort_keys=True).encode())
+    for t in data:
+        h.update(json.dumps([t.key, t.input_ids, t.labels]).encode())
+    return h.hexdigest()[:16]
+
+
+def save_checkpoint(
+    model: PeftModel, optimizer: torch.optim.Optimizer, step: int, out: Path, data_hash: str = ""
+) -> None:
     """Adapter weights, optimizer state, RNG state and the step, replaced as one directory."""
     import torch
     from safetensors.torch import save_file
@@ -104,20 +116,23 @@ def save_checkpoint(model: PeftModel, optimizer: torch.optim.Optimizer, step: in
     with atomic_dir(out, overwrite=True) as tmp:
         save_file(adapter_state(model), str(tmp / ADAPTER_FILE))
         torch.save({"optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()}, tmp / "state.pt")
-        (tmp / "step.json").write_text(json.dumps({"step": step}), encoding="utf-8")
+        (tmp / "step.json").write_text(json.dumps({"step": step, "data": data_hash}), encoding="utf-8")
 
 
-def load_checkpoint(model: PeftModel, optimizer: torch.optim.Optimizer, path: Path) -> int:
+def load_checkpoint(model: PeftModel, optimizer: torch.optim.Optimizer, path: Path, data_hash: str = "") -> int:
     """Restore a checkpoint written by :func:`save_checkpoint`; returns its step (0 when there is none)."""
     import torch
 
     if not (path / "step.json").is_file():
         return 0
+    meta = json.loads((path / "step.json").read_text(encoding="utf-8"))
+    if meta.get("data", "") != data_hash:
+        raise UnredactError(f"{path} was written for other training data or options; delete it to start over")
     load_adapter_state(model, path / ADAPTER_FILE)
     state = torch.load(path / "state.pt", weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"])
-    return int(json.loads((path / "step.json").read_text(encoding="utf-8"))["step"])
+    return int(meta["step"])
 
 
 def _trim_log(path: Path, step: int) -> None:
@@ -150,7 +165,8 @@ def train(model: PeftModel, data: Sequence[Tokenized], pad_id: int, opts: TrainO
     total = per_epoch * opts.epochs
     optimizer = torch.optim.AdamW(trainable(model), lr=opts.lr, weight_decay=0.0)
     work.mkdir(parents=True, exist_ok=True)
-    done = load_checkpoint(model, optimizer, work / CHECKPOINT)
+    data_hash = fingerprint(data, opts)
+    done = load_checkpoint(model, optimizer, work / CHECKPOINT, data_hash)
     if done:
         console.print(f"resuming training at step {done}/{total}")
     _trim_log(work / LOG, done)
@@ -171,7 +187,7 @@ def train(model: PeftModel, data: Sequence[Tokenized], pad_id: int, opts: TrainO
                 log.flush()
                 update(step + 1, loss, tokens / max(elapsed, 1e-6))
                 if (step + 1) % opts.checkpoint_every == 0 or step + 1 == total:
-                    save_checkpoint(model, optimizer, step + 1, work / CHECKPOINT)
+                    save_checkpoint(model, optimizer, step + 1, work / CHECKPOINT, data_hash)
     finally:
         model.eval()
     logged = [float(r["loss"]) for r in read_jsonl(work / LOG)]
