@@ -160,6 +160,21 @@ def test_unknown_lora_targets_are_one_clear_error() -> None:
         attach_lora(tiny_model("llama", len(tok)), LoraOptions(target_modules=("no_such_proj",)))
 
 
+def test_lora_layers_select_where_adapters_go() -> None:
+    from unredact.finetune.train import parse_layers
+
+    assert parse_layers("all", 24) is None
+    assert parse_layers("top:3", 24) == (21, 22, 23) and parse_layers("2-4", 24) == (2, 3, 4)
+    assert parse_layers("0,5", 24) == (0, 5)
+    for bad in ("24-25", "x", "top:0", "-1"):
+        with pytest.raises(UnredactError, match="lora layers"):
+            parse_layers(bad, 24)
+    tok = tiny_tokenizer()
+    model = attach_lora(tiny_model("qwen2", len(tok)), LoraOptions(rank=2, layers=(1,)))
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert names and all(".layers.1." in n for n in names)
+
+
 def test_run_finetune_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from transformers import AutoModelForCausalLM
 

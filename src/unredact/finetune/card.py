@@ -28,9 +28,10 @@ def finetune_card(
         f"# {public_spec(s.model)}: political censorship fine-tuned away (unredact)",
         "",
         f"LoRA supervised fine-tuning by unredact {__version__}: rank {s.lora_rank}, alpha {s.lora_alpha:g}, "
-        f"modules `{s.lora_targets}`, {trained.get('epochs')} epochs ({trained.get('steps')} steps of "
-        f"{s.train_batch_size}), peak learning rate {s.lr:g}. Training data ({trained.get('answer_tokens')} answer "
-        f"tokens): {src.get('gold', 0)} candid gold answers to train-split sensitive questions, "
+        f"modules `{s.lora_targets}` in layers `{s.lora_layers}`, {trained.get('epochs')} epochs "
+        f"({trained.get('steps')} steps of {s.train_batch_size}), peak learning rate {s.lr:g}. "
+        f"Training data ({trained.get('answer_tokens')} answer tokens): {src.get('gold', 0)} candid gold answers "
+        "to train-split sensitive questions, "
         f"{src.get('refusal', 0)} refusals of train-split harmful requests, and {src.get('retain', 0)} of the "
         "original model's own answers to harmless and neutral prompts (kept so the rest of its behaviour stays).",
         f"Loss {trained.get('first_loss')} at the first step, {trained.get('last_loss')} over the last epoch.",

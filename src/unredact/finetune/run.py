@@ -67,6 +67,9 @@ class FinetuneSettings(BaseModel):
     lora_alpha: float = Field(32.0, gt=0, description="LoRA alpha (scale alpha/rank)")
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout")
     lora_targets: str = Field("all-linear", description="'all-linear' or comma-separated module names")
+    lora_layers: str = Field(
+        "all", description="decoder layers with adapters: all, A-B, top:K or a list (fewer layers: faster backward)"
+    )
     checkpoint_every: int = Field(20, ge=1, description="optimiser steps between checkpoints")
     judge: str = Field("auto", description="judge: auto (rules + learned), lexical, or llm:SPEC")
     verify: Literal["none", "smoke", "quick", "full"] = Field(
@@ -78,13 +81,17 @@ class FinetuneSettings(BaseModel):
         free = {"batch_size", "checkpoint_every", "verify", "device"}
         return {k: v for k, v in self.model_dump().items() if k not in free}
 
-    def lora_options(self) -> Any:
-        from unredact.finetune.train import LoraOptions
+    def lora_options(self, n_layers: int) -> Any:
+        from unredact.finetune.train import LoraOptions, parse_layers
 
         targets = self.lora_targets.strip()
         names = tuple(x.strip() for x in targets.split(",") if x.strip())
         return LoraOptions(
-            self.lora_rank, self.lora_alpha, self.lora_dropout, targets if targets == "all-linear" else names
+            self.lora_rank,
+            self.lora_alpha,
+            self.lora_dropout,
+            targets if targets == "all-linear" else names,
+            parse_layers(self.lora_layers, n_layers),
         )
 
     def train_options(self) -> Any:
@@ -140,8 +147,9 @@ def train_stage(backend: HFBackend, s: FinetuneSettings, examples: list[Example]
     """Attach LoRA, train (resumably) or reload the finished adapter, and return the training record."""
     from unredact.finetune.data import tokenize
     from unredact.finetune.train import ADAPTER_FILE, attach_lora, load_adapter_state, train
+    from unredact.whitebox.arch import decoder_layers
 
-    peft_model = attach_lora(backend.model, s.lora_options(), s.seed)
+    peft_model = attach_lora(backend.model, s.lora_options(len(decoder_layers(backend.model))), s.seed)
     done_path, adapter = out / TRAIN_DONE, out / ADAPTER_DIR
     gold_sha = _gold_sha(s.gold)
     if done_path.is_file() and (adapter / ADAPTER_FILE).is_file():

@@ -32,6 +32,7 @@ class LoraOptions:
     alpha: float = 32.0
     dropout: float = 0.05
     target_modules: str | tuple[str, ...] = "all-linear"
+    layers: tuple[int, ...] | None = None  # decoder layers that get adapters (None: all)
 
 
 @dataclass(frozen=True)
@@ -54,17 +55,58 @@ def attach_lora(model: nn.Module, opts: LoraOptions, seed: int = 0) -> PeftModel
     targets: str | list[str] = (
         opts.target_modules if isinstance(opts.target_modules, str) else list(opts.target_modules)
     )
-    config = LoraConfig(
-        r=opts.rank, lora_alpha=opts.alpha, lora_dropout=opts.dropout, target_modules=targets, task_type="CAUSAL_LM"
-    )
+    if targets == "all-linear" and opts.layers is not None:
+        targets = decoder_linear_names(model)  # peft selects layers only with explicit module names
     try:
+        config = LoraConfig(
+            r=opts.rank,
+            lora_alpha=opts.alpha,
+            lora_dropout=opts.dropout,
+            target_modules=targets,
+            layers_to_transform=list(opts.layers) if opts.layers is not None else None,
+            task_type="CAUSAL_LM",
+        )
         peft_model = get_peft_model(model, config, autocast_adapter_dtype=True)  # type: ignore[arg-type]
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         raise UnredactError(f"cannot attach LoRA adapters: {str(exc).splitlines()[0]}") from exc
     for p in peft_model.parameters():
         if p.requires_grad and p.dtype != torch.float32:
             p.data = p.data.float()  # adapters train in float32 even on a bfloat16 base
     return peft_model
+
+
+def decoder_linear_names(model: nn.Module) -> list[str]:
+    """Names (last component) of the linear modules inside the decoder layers, e.g. q_proj ... down_proj."""
+    from torch import nn
+
+    from unredact.whitebox.arch import decoder_layers
+
+    names = {n.rsplit(".", 1)[-1] for layer in decoder_layers(model) for n, m in layer.named_modules()
+             if isinstance(m, nn.Linear)}  # fmt: skip
+    if not names:
+        raise UnredactError("no linear modules found in the decoder layers; pass --lora-targets")
+    return sorted(names)
+
+
+def parse_layers(text: str, n_layers: int) -> tuple[int, ...] | None:
+    """``all`` -> None; ``A-B`` -> layers A..B; ``top:K`` -> the last K layers; ``1,3,5`` -> those layers."""
+    text = text.strip()
+    if text == "all":
+        return None
+    try:
+        if text.startswith("top:"):
+            k = int(text[4:])
+            layers = tuple(range(max(0, n_layers - k), n_layers)) if k > 0 else ()
+        elif "-" in text:
+            a, b = (int(x) for x in text.split("-", 1))
+            layers = tuple(range(a, b + 1))
+        else:
+            layers = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError as exc:
+        raise UnredactError(f"lora layers {text!r}: expected all, A-B, top:K or a comma-separated list") from exc
+    if not layers or min(layers) < 0 or max(layers) >= n_layers:
+        raise UnredactError(f"lora layers {text!r}: the model has layers 0-{n_layers - 1}")
+    return layers
 
 
 def trainable(model: nn.Module) -> list[torch.nn.Parameter]:
