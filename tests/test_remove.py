@@ -349,7 +349,7 @@ def test_every_setting_is_a_cli_option_with_the_same_default() -> None:
         expected = ",".join(expected) if name == "kl_langs" else expected
         assert default == expected or (name == "audit_run" and default is None), name
     command = reproduce_command(RemoveSettings(trials=8, kl_langs=["en", "fr"], system_prompt="Be brief."))
-    assert command.endswith('--trials 8 --system-prompt "Be brief." --kl-langs en,fr')
+    assert command.endswith('--system-prompt "Be brief." --trials 8 --kl-langs en,fr')
 
 
 def test_censorship_target_line() -> None:

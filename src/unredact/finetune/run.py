@@ -12,15 +12,17 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
 from unredact import __version__
 from unredact.errors import UnredactError
 from unredact.rundir import atomic_dir, atomic_write_json, atomic_write_text, sha256_file, weight_hashes
 from unredact.ui import console
+from unredact.validation import validate_settings
 from unredact.whitebox.card import public_settings, reproduce_command
+from unredact.whitebox.remove import LocalRunSettings
 
 if TYPE_CHECKING:
     from unredact.backends.hf import HFBackend
@@ -40,23 +42,10 @@ KINDS_TEST = ["sensitive", "control-sensitive", "neutral", "harmful", "harmless"
 RETAIN_KINDS = ["harmless", "neutral"]
 
 
-class FinetuneSettings(BaseModel):
+class FinetuneSettings(LocalRunSettings):
     """Everything that defines a fine-tuning run; field descriptions are the CLI help."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = Field("demo/qwen2.5-coder-0.5b", description="local model spec: demo/NAME, hf/DIR or gguf/FILE")
-    probes: str = Field("default", description="probe JSONL file, or 'default' for the bundled set")
     gold: str = Field("default", description="gold answer JSONL (train-split probe ids), or 'default' (bundled)")
-    seed: int = Field(0, description="seed of the adapter init and the batch order")
-    dtype: str = Field("auto", description="auto (bfloat16), float32, bfloat16, float16")
-    device: str = Field("auto", description="auto, cpu, cuda ...")
-    batch_size: int = Field(8, ge=1, le=1024, description="prompts per generation batch")
-    system_prompt: str | None = Field(None, description="system prompt everywhere; none: the model's default")
-    eval_sensitive: int = Field(48, ge=1, description="sensitive prompts in the test audits")
-    eval_harmful: int = Field(12, ge=1, description="harmful prompts in the test audits")
-    eval_other: int = Field(8, ge=0, description="control, neutral and harmless prompts each in the test audits")
-    max_new_tokens: int = Field(128, ge=1, le=4096, description="answer length in the test audits")
     retain_max_new_tokens: int = Field(128, ge=1, le=4096, description="length of the model's own retained answers")
     harmful_repeat: int = Field(2, ge=1, le=20, description="copies of each gold refusal in the training data")
     epochs: int = Field(2, ge=1, le=100, description="passes over the training data")
@@ -71,15 +60,8 @@ class FinetuneSettings(BaseModel):
         "all", description="decoder layers with adapters: all, A-B, top:K or a list (fewer layers: faster backward)"
     )
     checkpoint_every: int = Field(20, ge=1, description="optimiser steps between checkpoints")
-    judge: str = Field("auto", description="judge: auto (rules + learned), lexical, or llm:SPEC")
-    verify: Literal["none", "smoke", "quick", "full"] = Field(
-        "quick", description="verification of the exported model against the original (profile, or none)"
-    )
 
-    def identity(self) -> dict[str, Any]:
-        """Fields a resumed run must share with the run on disk."""
-        free = {"batch_size", "checkpoint_every", "verify", "device"}
-        return {k: v for k, v in self.model_dump().items() if k not in free}
+    resumable_changes: ClassVar[frozenset[str]] = frozenset({"batch_size", "device", "verify", "checkpoint_every"})
 
     def lora_options(self, n_layers: int) -> Any:
         from unredact.finetune.train import LoraOptions, parse_layers
@@ -111,12 +93,7 @@ def run_finetune(model_spec: str = "demo/qwen2.5-coder-0.5b", out_dir: Path | st
 
     ``options`` are further :class:`FinetuneSettings` fields. Re-running the same command resumes.
     """
-    try:
-        s = FinetuneSettings(model=model_spec, **options)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise UnredactError(f"invalid setting {'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from exc
-    return _run(s, Path(out_dir))
+    return _run(validate_settings(FinetuneSettings, {"model": model_spec, **options}), Path(out_dir))
 
 
 def retain_probes(probes: list[Probe]) -> list[Probe]:

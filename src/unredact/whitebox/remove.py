@@ -13,14 +13,15 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from unredact import __version__
 from unredact.errors import UnredactError
 from unredact.rundir import atomic_write_json, atomic_write_text, sha256_file, weight_hashes
 from unredact.ui import console
+from unredact.validation import validate_settings
 from unredact.whitebox.card import model_card, pct, public_settings
 
 if TYPE_CHECKING:
@@ -45,27 +46,43 @@ KINDS_DEV = ["sensitive", "harmful"]
 KINDS_TEST = ["sensitive", "control-sensitive", "neutral", "harmful", "harmless"]
 
 
-class RemoveSettings(BaseModel):
-    """Everything that defines a removal run; field descriptions are the CLI help."""
+class LocalRunSettings(BaseModel):
+    """Settings shared by the runs that change a local model (remove, finetune); descriptions are CLI help."""
 
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field("demo/qwen2.5-coder-0.5b", description="local model spec: demo/NAME, hf/DIR or gguf/FILE")
     probes: str = Field("default", description="probe JSONL file, or 'default' for the bundled set")
+    seed: int = Field(0, description="seed of the run (search, adapter init, batch order)")
+    dtype: str = Field("auto", description="auto (bfloat16), float32, bfloat16, float16")
+    device: str = Field("auto", description="auto, cpu, cuda ...")
+    batch_size: int = Field(8, ge=1, le=1024, description="prompts per generation batch")
+    system_prompt: str | None = Field(None, description="system prompt everywhere; none: the model's default")
+    eval_sensitive: int = Field(48, ge=1, description="sensitive prompts per evaluation audit")
+    eval_harmful: int = Field(12, ge=1, description="harmful prompts per evaluation audit")
+    eval_other: int = Field(8, ge=0, description="control, neutral and harmless prompts each in the test audits")
+    max_new_tokens: int = Field(128, ge=1, le=4096, description="answer length in the test audits")
+    judge: str = Field("auto", description="judge: auto (rules + learned), lexical, or llm:SPEC")
+    verify: Literal["none", "smoke", "quick", "full"] = Field(
+        "quick", description="verification of the exported model against the original (profile, or none)"
+    )
+
+    #: settings a resumed run may change
+    resumable_changes: ClassVar[frozenset[str]] = frozenset({"batch_size", "device", "verify"})
+
+    def identity(self) -> dict[str, Any]:
+        """Fields a resumed run must share with the run on disk."""
+        return {k: v for k, v in self.model_dump().items() if k not in self.resumable_changes}
+
+
+class RemoveSettings(LocalRunSettings):
+    """Everything that defines a removal run; field descriptions are the CLI help."""
+
     trials: int = Field(24, ge=1, le=100_000, description="completed search trials wanted (over all sessions)")
     budget_minutes: float | None = Field(
         30.0, gt=0, description="search time budget: no new trial starts after this many minutes"
     )
-    seed: int = Field(0, description="search seed")
-    dtype: str = Field("auto", description="auto (bfloat16), float32, bfloat16, float16")
-    device: str = Field("auto", description="auto, cpu, cuda ...")
-    batch_size: int = Field(8, ge=1, le=1024, description="prompts per generation batch")
     forward_batch_size: int = Field(16, ge=1, le=1024, description="prompts per scoring forward pass")
-    system_prompt: str | None = Field(None, description="system prompt everywhere; none: the model's default")
-    eval_sensitive: int = Field(48, ge=1, description="sensitive prompts per audit split (dev, test)")
-    eval_harmful: int = Field(12, ge=1, description="harmful prompts per audit split (dev, test)")
-    eval_other: int = Field(8, ge=0, description="control, neutral and harmless prompts each in the test audits")
-    max_new_tokens: int = Field(128, ge=1, le=4096, description="answer length in the test audits")
     confirm_max_new_tokens: int = Field(64, ge=1, le=4096, description="answer length in the dev audits")
     search_sensitive: int = Field(32, ge=1, description="train sensitive prompts scored per trial")
     search_harmful: int = Field(24, ge=1, description="train harmful prompts scored per trial")
@@ -76,12 +93,8 @@ class RemoveSettings(BaseModel):
     candidates: int = Field(3, ge=1, le=20, description="Pareto candidates confirmed by generation on dev")
     kl_max: float = Field(0.1, gt=0, description="KL target for the chosen edit")
     harmful_keep: float = Field(0.9, ge=0, le=1, description="keep this share of the original harmful refusal rate")
-    judge: str = Field("auto", description="judge: auto (rules + learned), lexical, or llm:SPEC")
     audit_run: str | None = Field(
         None, description="audit run with train-split verdicts: search only on sensitive prompts it judged censored"
-    )
-    verify: Literal["none", "smoke", "quick", "full"] = Field(
-        "quick", description="verification of the exported model against the original (profile, or none)"
     )
 
     def identity(self) -> dict[str, Any]:
@@ -130,26 +143,6 @@ class RemoveResult:
     verify_passed: bool | None = None
 
 
-class RunOptions(Protocol):
-    """What the shared stages (audits, loading, verify) read from a run's settings."""
-
-    model: str
-    probes: str
-    dtype: str
-    device: str
-    batch_size: int
-    system_prompt: str | None
-    judge: str
-    verify: str
-    eval_sensitive: int
-    eval_harmful: int
-    eval_other: int
-
-    def identity(self) -> dict[str, Any]: ...
-
-    def model_dump(self) -> dict[str, Any]: ...
-
-
 # ---- probe selection ----------------------------------------------------------------------------
 
 
@@ -174,7 +167,7 @@ def select_balanced(
     return out
 
 
-def eval_probes(probes: Sequence[Probe], s: RunOptions) -> list[Probe]:
+def eval_probes(probes: Sequence[Probe], s: LocalRunSettings) -> list[Probe]:
     """The dev and test probes every audit of this run draws from."""
     out: list[Probe] = []
     for split in ("dev", "test"):
@@ -210,7 +203,7 @@ class _LoadedBackend:
 
 def run_audit(
     backend: HFBackend,
-    s: RunOptions,
+    s: LocalRunSettings,
     out: Path,
     probe_file: Path,
     *,
@@ -275,7 +268,7 @@ class Stages:
         self._name = None
 
 
-def check_run_settings(out: Path, s: RunOptions, name: str = SETTINGS_FILE) -> None:
+def check_run_settings(out: Path, s: LocalRunSettings, name: str = SETTINGS_FILE) -> None:
     """Record the run's settings in OUT/NAME; a resumed run must have the same identity fields."""
     path = out / name
     if path.is_file():
@@ -293,7 +286,7 @@ def check_local(spec: str) -> None:
         raise UnredactError(f"{spec}: removal needs local weights (demo/, hf/, gguf/)")
 
 
-def load_local_backend(s: RunOptions) -> HFBackend:
+def load_local_backend(s: LocalRunSettings) -> HFBackend:
     from unredact.backends.registry import BackendOptions, load_backend
 
     check_local(s.model)
@@ -492,12 +485,8 @@ def run_remove(
 
     ``options`` are further :class:`RemoveSettings` fields. Re-running the same command resumes.
     """
-    try:
-        s = RemoveSettings(model=model_spec, trials=trials, budget_minutes=budget_minutes, **options)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise UnredactError(f"invalid setting {'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from exc
-    return _run(s, Path(out_dir))
+    data = {"model": model_spec, "trials": trials, "budget_minutes": budget_minutes, **options}
+    return _run(validate_settings(RemoveSettings, data), Path(out_dir))
 
 
 def _run(s: RemoveSettings, out: Path) -> RemoveResult:
@@ -632,7 +621,7 @@ def _run(s: RemoveSettings, out: Path) -> RemoveResult:
     return result
 
 
-def verify_stage(s: RunOptions, model_dir: Path, out: Path) -> bool:
+def verify_stage(s: LocalRunSettings, model_dir: Path, out: Path) -> bool:
     """``unredact verify`` of the exported model against the original, in OUT/verify."""
     from unredact.verify.cli import print_outcome
     from unredact.verify.run import run_verify
