@@ -155,8 +155,7 @@ def train_stage(backend: HFBackend, s: FinetuneSettings, examples: list[Example]
 
 def export_stage(backend: HFBackend, out: Path, card: str) -> float:
     """Export the merged model and check it reloads with the same logits."""
-    from unredact.whitebox.export import check_reload, export_model
-    from unredact.whitebox.objectives import chats_for
+    from unredact.whitebox.export import export_checked
 
     model_dir = out / MODEL_DIR
     marker = out / EXPORT_CHECK
@@ -166,11 +165,7 @@ def export_stage(backend: HFBackend, out: Path, card: str) -> float:
         if done.get("adapter_sha256") == adapter_sha:
             console.print(f"[green]merged model already exported to {model_dir}[/]")
             return float(done["reload_max_abs_diff"])
-    console.print(f"exporting merged safetensors to {model_dir}")
-    export_model(backend.model, backend.tokenizer, model_dir, extra_files={"README.md": card}, overwrite=True)
-    ids, mask = backend.encode_chats(chats_for(["What happened in Beijing in June 1989?", "你好！", "Bonjour !"]))
-    diff = check_reload(model_dir, backend.model, ids, mask)
-    console.print(f"reload check: max |Δlogit| = {diff:.3g}")
+    diff = export_checked(backend, model_dir, card)
     atomic_write_json(
         marker, {"adapter_sha256": adapter_sha, "reload_max_abs_diff": diff, "files": weight_hashes(model_dir)}
     )

@@ -83,3 +83,17 @@ def check_reload(
     if expected.shape != got.shape:
         raise UnredactError(f"reloaded model gives logits {tuple(got.shape)}, expected {tuple(expected.shape)}")
     return float((expected - got).abs().max())
+
+
+def export_checked(backend: Any, model_dir: Path, card: str) -> float:
+    """Export a loaded backend's (edited) model with ``card`` as README.md, replacing ``model_dir``, and
+    return the reload check's max |logit difference| on three chat prompts (English, Chinese, French)."""
+    from unredact.ui import console
+    from unredact.whitebox.objectives import chats_for
+
+    console.print(f"exporting merged safetensors to {model_dir}")
+    export_model(backend.model, backend.tokenizer, model_dir, extra_files={"README.md": card}, overwrite=True)
+    ids, mask = backend.encode_chats(chats_for(["What happened in Beijing in June 1989?", "你好！", "Bonjour !"]))
+    diff = check_reload(model_dir, backend.model, ids, mask)
+    console.print(f"reload check: max |Δlogit| = {diff:.3g}")
+    return diff

@@ -440,8 +440,7 @@ def choose(candidates: Sequence[Candidate]) -> Candidate:
 
 def export_stage(backend: HFBackend, chosen: AblationParams, trial: int, out: Path, card: str) -> tuple[Path, float]:
     """Export the edited model (applied in place) and check that it reloads with the same logits."""
-    from unredact.whitebox.export import check_reload, export_model
-    from unredact.whitebox.objectives import chats_for
+    from unredact.whitebox.export import export_checked
 
     model_dir = out / MODEL_DIR
     marker = out / EXPORT_CHECK
@@ -450,11 +449,7 @@ def export_stage(backend: HFBackend, chosen: AblationParams, trial: int, out: Pa
         if done.get("trial") == trial and done.get("params") == chosen.to_params():
             console.print(f"[green]edited model already exported to {model_dir}[/]")
             return model_dir, float(done["reload_max_abs_diff"])
-    console.print(f"exporting merged safetensors to {model_dir}")
-    export_model(backend.model, backend.tokenizer, model_dir, extra_files={"README.md": card}, overwrite=True)
-    ids, mask = backend.encode_chats(chats_for(["What happened in Beijing in June 1989?", "你好！", "Bonjour !"]))
-    diff = check_reload(model_dir, backend.model, ids, mask)
-    console.print(f"reload check: max |Δlogit| = {diff:.3g}")
+    diff = export_checked(backend, model_dir, card)
     atomic_write_json(
         marker,
         {
