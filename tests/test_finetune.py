@@ -154,6 +154,21 @@ def test_training_resumes_after_a_kill_to_the_same_weights(tmp_path: Path) -> No
         _train_tiny(tmp_path / "other", n=11)  # a checkpoint never resumes a run on other data
 
 
+def test_micro_batches_give_the_whole_batch_gradient(tmp_path: Path) -> None:
+    tok = tiny_tokenizer()
+    examples = [Example(str(i), "gold", "en", f"Q{i}?", "Answer " * (1 + i % 4)) for i in range(6)]
+    data = tokenize(examples, tok, max_length=64)
+    states = []
+    for micro in (6, 1, 4):
+        model = attach_lora(tiny_model("qwen2", len(tok)), LoraOptions(rank=4, alpha=8, dropout=0.0), seed=0)
+        opts = TrainOptions(epochs=1, lr=1e-2, batch_size=6, micro_batch_size=micro, warmup_steps=1)
+        train(model, data, 0, opts, tmp_path / f"m{micro}")
+        states.append(adapter_state(model))
+    for other in states[1:]:
+        for k, v in states[0].items():
+            assert torch.allclose(v, other[k], atol=1e-5), k
+
+
 def test_unknown_lora_targets_are_one_clear_error() -> None:
     tok = tiny_tokenizer()
     with pytest.raises(UnredactError, match="cannot attach LoRA"):

@@ -51,6 +51,9 @@ class FinetuneSettings(LocalRunSettings):
     epochs: int = Field(2, ge=1, le=100, description="passes over the training data")
     lr: float = Field(2e-4, gt=0, le=1, description="peak learning rate (warm-up, then cosine decay)")
     train_batch_size: int = Field(8, ge=1, le=1024, description="examples per optimiser step")
+    micro_batch_size: int = Field(
+        8, ge=1, le=1024, description="examples per forward/backward pass (less memory; gradients accumulate)"
+    )
     max_length: int = Field(384, ge=16, le=32768, description="tokens per training example (prompt + answer)")
     lora_rank: int = Field(16, ge=1, le=1024, description="LoRA rank")
     lora_alpha: float = Field(32.0, gt=0, description="LoRA alpha (scale alpha/rank)")
@@ -61,7 +64,9 @@ class FinetuneSettings(LocalRunSettings):
     )
     checkpoint_every: int = Field(20, ge=1, description="optimiser steps between checkpoints")
 
-    resumable_changes: ClassVar[frozenset[str]] = frozenset({"batch_size", "device", "verify", "checkpoint_every"})
+    resumable_changes: ClassVar[frozenset[str]] = frozenset(
+        {"batch_size", "device", "verify", "checkpoint_every", "micro_batch_size"}
+    )
 
     def lora_options(self, n_layers: int) -> Any:
         from unredact.finetune.train import LoraOptions, parse_layers
@@ -83,6 +88,7 @@ class FinetuneSettings(LocalRunSettings):
             epochs=self.epochs,
             lr=self.lr,
             batch_size=self.train_batch_size,
+            micro_batch_size=self.micro_batch_size,
             checkpoint_every=self.checkpoint_every,
             seed=self.seed,
         )

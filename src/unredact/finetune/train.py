@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from unredact.errors import UnredactError
-from unredact.finetune.data import Tokenized, collate, epoch_batches
+from unredact.finetune.data import IGNORE, Tokenized, collate, epoch_batches
 from unredact.rundir import atomic_dir, atomic_write_text, read_jsonl
 from unredact.ui import console, training_progress
 
@@ -40,6 +40,7 @@ class TrainOptions:
     epochs: int = 2
     lr: float = 2e-4
     batch_size: int = 8
+    micro_batch_size: int = 8  # examples per forward/backward pass; gradients accumulate up to batch_size
     warmup_steps: int = 8
     max_grad_norm: float = 1.0
     checkpoint_every: int = 20
@@ -142,7 +143,9 @@ def fingerprint(data: Sequence[Tokenized], opts: TrainOptions) -> str:
     """Hash of the training examples and options: a checkpoint only resumes the run that wrote it."""
     import hashlib
 
-    h = hashlib.sha256(json.dumps(asdict(opts), sort_keys=True).encode())
+    free = ("micro_batch_size", "checkpoint_every")  # they change neither the batches nor the gradients
+    options = {k: v for k, v in asdict(opts).items() if k not in free}
+    h = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
     for t in data:
         h.update(json.dumps([t.key, t.input_ids, t.labels]).encode())
     return h.hexdigest()[:16]
@@ -221,7 +224,9 @@ def train(model: PeftModel, data: Sequence[Tokenized], pad_id: int, opts: TrainO
             for step in range(done, total):
                 epoch, index = divmod(step, per_epoch)
                 batch = [data[i] for i in epoch_batches(lengths, opts.batch_size, opts.seed, epoch)[index]]
-                loss = _step(model, optimizer, collate(batch, pad_id), lr_at(step, total, opts), opts.max_grad_norm)
+                size = opts.micro_batch_size
+                micro = [collate(batch[i : i + size], pad_id) for i in range(0, len(batch), size)]
+                loss = _step(model, optimizer, micro, lr_at(step, total, opts), opts.max_grad_norm)
                 losses.append(loss)
                 tokens += sum(len(t.input_ids) for t in batch)
                 elapsed = time.perf_counter() - started
@@ -250,18 +255,28 @@ def _tail_mean(values: Sequence[float], n: int) -> float | None:
     return round(sum(tail) / len(tail), 5) if tail else None
 
 
-def _step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, Any], lr: float, clip: float) -> float:
+def _step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, micro: Sequence[dict[str, Any]], lr: float, clip: float
+) -> float:
+    """One optimiser step over micro-batches; each micro-batch's token-mean loss is weighted by its share of
+    the answer tokens, so the gradient equals that of the whole batch at once."""
     import torch
 
     device = next(p.device for p in model.parameters())
     for group in optimizer.param_groups:
         group["lr"] = lr
-    out = model(**{k: v.to(device) for k, v in batch.items()}, use_cache=False)
-    loss = out.loss
-    if not torch.isfinite(loss):
-        raise UnredactError(f"training diverged (loss {float(loss)}); lower --lr")
-    loss.backward()
+    total_tokens = sum(int((m["labels"][:, 1:] != IGNORE).sum()) for m in micro)
+    loss_sum = 0.0
+    for m in micro:
+        share = int((m["labels"][:, 1:] != IGNORE).sum()) / max(1, total_tokens)
+        if share == 0:
+            continue
+        loss = model(**{k: v.to(device) for k, v in m.items()}, use_cache=False).loss
+        if not torch.isfinite(loss):
+            raise UnredactError(f"training diverged (loss {float(loss)}); lower --lr")
+        (loss * share).backward()
+        loss_sum += float(loss.detach()) * share
     torch.nn.utils.clip_grad_norm_(trainable(model), clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return float(loss.detach())
+    return loss_sum
