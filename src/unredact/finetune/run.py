@@ -159,13 +159,12 @@ def train_stage(backend: HFBackend, s: FinetuneSettings, examples: list[Example]
     return record
 
 
-def export_stage(backend: HFBackend, out: Path, card: str) -> float:
-    """Export the merged model and check it reloads with the same logits."""
+def export_stage(backend: HFBackend, out: Path, card: str, adapter_sha: str) -> float:
+    """Export the merged model (of the adapter with hash ``adapter_sha``) and check it reloads identically."""
     from unredact.whitebox.export import export_checked
 
     model_dir = out / MODEL_DIR
     marker = out / EXPORT_CHECK
-    adapter_sha = sha256_file(out / ADAPTER_DIR / "adapter_model.safetensors")
     if marker.is_file() and (model_dir / "config.json").is_file():
         done = json.loads(marker.read_text(encoding="utf-8"))
         if done.get("adapter_sha256") == adapter_sha:
@@ -230,7 +229,7 @@ def _run(s: FinetuneSettings, out: Path) -> dict[str, Any]:
 
     stages.start("export", "5/6 export merged safetensors")
     card_args = {"s": s, "before": before, "after": after, "trained": trained}
-    diff = export_stage(backend, out, finetune_card(**card_args, reload_diff=None))
+    diff = export_stage(backend, out, finetune_card(**card_args, reload_diff=None), trained["adapter_sha256"])
     stages.start("card", "6/6 model card and reproducibility record")
     card_path = out / "MODEL_CARD.md"
     atomic_write_text(card_path, finetune_card(**card_args, reload_diff=diff))

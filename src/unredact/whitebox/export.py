@@ -37,10 +37,6 @@ def export_model(
     for name in extra_files or {}:
         _check_extra_name(name)
     out = Path(out_dir).absolute()
-    if out.exists() and not out.is_dir():
-        raise UnredactError(f"export target {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise UnredactError(f"export target {out} is not empty; pass overwrite to replace it")
     with atomic_dir(out, overwrite=overwrite) as tmp:
         model.save_pretrained(tmp, max_shard_size=max_shard_size)  # type: ignore[operator]
         if tokenizer is not None:
