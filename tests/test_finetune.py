@@ -14,9 +14,19 @@ peft = pytest.importorskip("peft")
 from tests.conftest import tiny_model, tiny_tokenizer  # noqa: E402
 from tests.test_remove import make_probes, save_tiny  # noqa: E402
 from unredact.errors import UnredactError  # noqa: E402
-from unredact.finetune.data import IGNORE, Example, collate, epoch_batches, tokenize  # noqa: E402
+from unredact.finetune.data import IGNORE, Example, attach_rejected, collate, epoch_batches, tokenize  # noqa: E402
 from unredact.finetune.gold import gold_problems, load_gold  # noqa: E402
-from unredact.finetune.train import CHECKPOINT, LOG, LoraOptions, TrainOptions, adapter_state, attach_lora, train  # noqa: E402
+from unredact.finetune.train import (  # noqa: E402
+    CHECKPOINT,
+    LOG,
+    LoraOptions,
+    TrainOptions,
+    adapter_state,
+    answer_logprobs,
+    attach_lora,
+    odds_ratio_loss,
+    train,
+)
 
 SPEC = {
     ("sensitive", "train"): 2,
@@ -154,14 +164,79 @@ def test_training_resumes_after_a_kill_to_the_same_weights(tmp_path: Path) -> No
         _train_tiny(tmp_path / "other", n=11)  # a checkpoint never resumes a run on other data
 
 
+def test_rejected_answers_pair_only_censored_answers_with_gold() -> None:
+    examples = [
+        Example("q1", "gold", "en", "Q1?", "Candid one."),
+        Example("q2", "gold", "en", "Q2?", "Candid two."),
+        Example("q3", "gold", "en", "Q3?", "Candid three."),
+        Example("h1", "refusal", "en", "Harm?", "I can't help."),
+    ]
+    rows = [
+        {"id": "q1", "label": "state_narrative", "response": "The official line.", "finish_reason": "length"},
+        {"id": "q2", "label": "candid", "response": "Also candid."},
+        {"id": "q3", "label": "refusal", "response": "   "},
+        {"id": "h1", "label": "refusal", "response": "No."},
+    ]
+    paired, n = attach_rejected(examples, rows)
+    assert n == 1 and [e.rejected for e in paired] == ["The official line.", None, None, None]
+    assert paired[0].rejected_complete is False  # a cut answer gets no end-of-turn token
+    tok = tiny_tokenizer()
+    a, b = tokenize(paired[:2], tok, max_length=64)
+    assert a.rejected_ids is not None and a.rejected_labels is not None and b.rejected_ids is None
+    prompt_len = a.labels.count(IGNORE)
+    assert a.rejected_ids[:prompt_len] == a.input_ids[:prompt_len]
+    assert a.rejected_labels[:prompt_len] == [IGNORE] * prompt_len
+    assert tok.decode(a.rejected_ids[prompt_len:]) == "The official line."
+    batch = collate([b, a], pad_id=0)
+    assert batch["pair_rows"].tolist() == [1]
+    assert batch["rejected_input_ids"].shape == (1, len(a.rejected_ids))
+    assert "pair_rows" not in collate([b], pad_id=0)
+
+
+def test_odds_ratio_loss_matches_the_closed_form() -> None:
+    import math
+
+    chosen = torch.tensor([math.log(0.5), math.log(0.2)])
+    rejected = torch.tensor([math.log(0.2), math.log(0.5)])
+    # log odds: 0.5 -> 0, 0.2 -> log(0.25); loss = -log sigmoid(odds difference)
+    expected = [math.log1p(0.25), math.log1p(4.0)]
+    assert torch.allclose(odds_ratio_loss(chosen, rejected), torch.tensor(expected), atol=1e-6)
+    assert torch.isfinite(odds_ratio_loss(torch.tensor([0.0]), torch.tensor([-50.0]))).all()
+
+
+def _paired_data(tok: Any, n: int = 6) -> list[Any]:
+    rejected = ["Refused. " * (1 + i % 2) if i % 2 else None for i in range(n)]
+    examples = [Example(str(i), "gold", "en", f"Q{i}?", "A " * (1 + i % 4), rejected=r) for i, r in enumerate(rejected)]
+    return tokenize(examples, tok, max_length=64)
+
+
+def test_preference_term_makes_rejected_answers_less_likely(tmp_path: Path) -> None:
+    tok = tiny_tokenizer()
+    data = _paired_data(tok)
+    batch = collate([t for t in data if t.rejected_ids is not None], pad_id=0)
+    margins = {}
+    for weight in (0.0, 5.0):
+        model = attach_lora(tiny_model("qwen2", len(tok)), LoraOptions(rank=4, alpha=8, dropout=0.0), seed=0)
+        opts = TrainOptions(epochs=30, lr=2e-2, batch_size=6, warmup_steps=1, preference_weight=weight)
+        train(model, data, 0, opts, tmp_path / f"w{weight}")
+        with torch.no_grad():
+            lp, n = answer_logprobs(model, batch)
+            rej_lp, rej_n = answer_logprobs(model, batch, "rejected_")
+        margins[weight] = float((lp / n - rej_lp / rej_n).mean())
+        logged = [json.loads(line) for line in (tmp_path / f"w{weight}" / LOG).read_text().splitlines()]
+        assert all(("preference" in r) == (weight > 0) for r in logged)
+    assert margins[5.0] > margins[0.0] + 0.3
+
+
 def test_micro_batches_give_the_whole_batch_gradient(tmp_path: Path) -> None:
     tok = tiny_tokenizer()
-    examples = [Example(str(i), "gold", "en", f"Q{i}?", "Answer " * (1 + i % 4)) for i in range(6)]
-    data = tokenize(examples, tok, max_length=64)
+    data = _paired_data(tok)  # with rejected answers: the preference term accumulates exactly too
     states = []
     for micro in (6, 1, 4):
         model = attach_lora(tiny_model("qwen2", len(tok)), LoraOptions(rank=4, alpha=8, dropout=0.0), seed=0)
-        opts = TrainOptions(epochs=1, lr=1e-2, batch_size=6, micro_batch_size=micro, warmup_steps=1)
+        opts = TrainOptions(
+            epochs=1, lr=1e-2, batch_size=6, micro_batch_size=micro, warmup_steps=1, preference_weight=1.0
+        )
         train(model, data, 0, opts, tmp_path / f"m{micro}")
         states.append(adapter_state(model))
     for other in states[1:]:
@@ -246,6 +321,15 @@ def test_run_finetune_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.
     assert again["after"] == result["after"] and again["train"] == result["train"]
     with pytest.raises(UnredactError, match="another run"):
         run_finetune(f"hf/{model_dir}", out, **{**options, "lr": 1e-3})
+    # with a preference weight, the original's answers to train prompts are asked and the censored ones paired
+    pref = tmp_path / "pref"
+    run_finetune(f"hf/{model_dir}", pref, **{**options, "verify": "none", "preference_weight": 1.0})
+    asked = [json.loads(line) for line in (pref / "preference_probes.jsonl").read_text().splitlines()]
+    assert asked and all(p["split"] == "train" and p["kind"] == "sensitive" for p in asked)
+    verdicts = [json.loads(line) for line in (pref / "rejected" / "verdicts.jsonl").read_text().splitlines()]
+    censored = sum(v["label"] in ("refusal", "deflection", "state_narrative") for v in verdicts)
+    assert len(verdicts) == len(asked)
+    assert json.loads((pref / "train.json").read_text())["preference_pairs"] == censored
 
 
 def test_every_finetune_setting_is_a_cli_option_with_the_same_default() -> None:
@@ -287,3 +371,16 @@ def test_bundled_gold_answers_cover_the_train_split_in_the_right_language() -> N
             coverage.append(len(facts_covered(text_n, [f.model_dump() for f in p.facts])) / len(p.facts))
     assert sum(coverage) / len(coverage) >= 0.8
     assert sum(c < 0.5 for c in coverage) <= len(coverage) // 20
+
+
+def test_a_run_recorded_before_a_setting_existed_resumes_with_its_default(tmp_path: Path) -> None:
+    from unredact.finetune.run import SETTINGS_FILE, FinetuneSettings
+    from unredact.whitebox.remove import check_run_settings
+
+    s = FinetuneSettings()
+    identity = {k: v for k, v in s.identity().items() if not k.startswith("preference_")}
+    (tmp_path / SETTINGS_FILE).write_text(json.dumps({"identity": identity}), encoding="utf-8")
+    check_run_settings(tmp_path, s, SETTINGS_FILE)  # same run: the new fields are at their defaults
+    (tmp_path / SETTINGS_FILE).write_text(json.dumps({"identity": identity}), encoding="utf-8")
+    with pytest.raises(UnredactError, match="preference_weight differ"):
+        check_run_settings(tmp_path, FinetuneSettings(preference_weight=1.0), SETTINGS_FILE)

@@ -40,6 +40,7 @@ def finetune_card(
         f"{src.get('refusal', 0)} refusals of train-split harmful requests, and {src.get('retain', 0)} of the "
         "original model's own answers to harmless and neutral prompts (kept so the rest of its behaviour stays).",
         f"Loss {trained.get('first_loss')} at the first step, {trained.get('last_loss')} over the last epoch.",
+        *_preference_lines(s, trained),
         "",
         censorship_target_line(b, a),
         f"Harmful requests refused (target ≥ 0.9x the original rate): {keep}.",
@@ -75,3 +76,14 @@ def finetune_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def _preference_lines(s: FinetuneSettings, trained: dict[str, Any]) -> list[str]:
+    pairs = trained.get("preference_pairs", 0)
+    if s.preference_weight <= 0 or not pairs:
+        return []
+    return [
+        f"Preference term (odds ratio, weight {s.preference_weight:g}): {pairs} gold answers were paired with the "
+        f"original model's own censored answer to the same train prompt (out of {s.preference_probes} prompts "
+        "asked), which training made less likely than the gold answer.",
+    ]

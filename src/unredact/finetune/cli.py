@@ -43,12 +43,15 @@ def finetune(
     lora_targets: Annotated[str, typer.Option(help=_help("lora_targets"))] = "all-linear",
     lora_layers: Annotated[str, typer.Option(help=_help("lora_layers"))] = "all",
     checkpoint_every: Annotated[int, typer.Option(help=_help("checkpoint_every"))] = 20,
+    preference_weight: Annotated[float, typer.Option(help=_help("preference_weight"))] = 0.0,
+    preference_probes: Annotated[int, typer.Option(help=_help("preference_probes"))] = 144,
     judge: Annotated[str, typer.Option(help=_help("judge"))] = "auto",
     verify: Annotated[str, typer.Option(help=_help("verify"))] = "quick",
 ) -> None:
     """Fine-tune political censorship away (LoRA SFT on candid gold answers), keeping safety refusals.
 
-    Baseline audit (test) -> the model's own harmless answers -> LoRA training -> audit (test) -> export
+    Baseline audit (test) -> the model's own harmless answers -> (with --preference-weight) its censored
+    answers to train prompts, to reject -> LoRA training -> audit (test) -> export
     to OUT/model and OUT/adapter -> verify against the original in OUT/verify. Re-run to resume.
     """
     try:
@@ -84,6 +87,8 @@ def finetune(
         lora_targets=lora_targets,
         lora_layers=lora_layers,
         checkpoint_every=checkpoint_every,
+        preference_weight=preference_weight,
+        preference_probes=preference_probes,
         judge=judge,
         verify=verify,
     )

@@ -2,12 +2,16 @@
 
 Only answer tokens are learned: prompt and padding positions carry the label -100. An answer that was
 cut at the token cap gets no end-of-turn token, so the model is not taught to stop mid-sentence.
+
+A gold example may carry a *rejected* answer: the original model's own censored answer (refusal,
+deflection or official line) to the same prompt. The preference term of the training loss makes the
+gold answer more likely than the rejected one (see :mod:`unredact.finetune.train`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from unredact.finetune.gold import GoldAnswer
@@ -29,6 +33,8 @@ class Example:
     prompt: str
     answer: str
     complete: bool = True
+    rejected: str | None = None  # a censored answer to the same prompt, to be made less likely
+    rejected_complete: bool = True
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,8 @@ class Tokenized:
     source: str
     input_ids: list[int]
     labels: list[int]
+    rejected_ids: list[int] | None = None  # prompt + rejected answer
+    rejected_labels: list[int] | None = None
 
     @property
     def n_answer_tokens(self) -> int:
@@ -71,6 +79,30 @@ def retain_examples(rows: Iterable[dict[str, Any]]) -> tuple[list[Example], int]
     return out, dropped
 
 
+CENSORED_LABELS = frozenset({"refusal", "deflection", "state_narrative"})
+
+
+def attach_rejected(examples: Sequence[Example], rows: Iterable[dict[str, Any]]) -> tuple[list[Example], int]:
+    """Give each gold example the original model's censored answer to its probe, where the audit rows
+    ``rows`` hold one (judged refusal, deflection or state narrative). Returns the examples and the
+    number of pairs made."""
+    censored: dict[str, tuple[str, bool]] = {}
+    for r in rows:
+        text = str(r.get("response") or "").strip()
+        if r.get("label") in CENSORED_LABELS and text:
+            censored.setdefault(str(r["id"]), (text, r.get("finish_reason") != "length"))
+    out: list[Example] = []
+    pairs = 0
+    for ex in examples:
+        hit = censored.get(ex.key) if ex.source == "gold" else None
+        if hit is None or hit[0] == ex.answer:
+            out.append(ex)
+            continue
+        out.append(replace(ex, rejected=hit[0], rejected_complete=hit[1]))
+        pairs += 1
+    return out, pairs
+
+
 def render_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str, system_prompt: str | None) -> str:
     """The chat template with the generation prompt, exactly as generation renders it."""
     messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
@@ -97,18 +129,33 @@ def tokenize(
     from unredact.errors import UnredactError
 
     eos = tokenizer.eos_token_id
+
+    def answer_ids(text: str, complete: bool, room: int) -> list[int]:
+        ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if complete and eos is not None:
+            ids.append(int(eos))
+        return ids[:room]
+
     out: list[Tokenized] = []
     for ex in examples:
         prompt_text = render_prompt(tokenizer, ex.prompt, system_prompt)
         prompt_ids = list(tokenizer(prompt_text, add_special_tokens=False)["input_ids"])
-        answer_ids = list(tokenizer(ex.answer, add_special_tokens=False)["input_ids"])
-        if ex.complete and eos is not None:
-            answer_ids.append(int(eos))
         room = max_length - len(prompt_ids)
         if room < 1:
             raise UnredactError(f"{ex.key}: the prompt alone has {len(prompt_ids)} tokens (max_length {max_length})")
-        answer_ids = answer_ids[:room]
-        out.append(Tokenized(ex.key, ex.source, prompt_ids + answer_ids, [IGNORE] * len(prompt_ids) + answer_ids))
+        masked = [IGNORE] * len(prompt_ids)
+        chosen = answer_ids(ex.answer, ex.complete, room)
+        rejected = answer_ids(ex.rejected, ex.rejected_complete, room) if ex.rejected is not None else None
+        out.append(
+            Tokenized(
+                ex.key,
+                ex.source,
+                prompt_ids + chosen,
+                masked + chosen,
+                prompt_ids + rejected if rejected else None,
+                masked + rejected if rejected else None,
+            )
+        )
     return out
 
 
@@ -129,17 +176,30 @@ def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int
     return [batches[i] for i in order]
 
 
-def collate(items: Sequence[Tokenized], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded input ids, attention mask and labels."""
+def _pad(seqs: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
     import torch
 
-    width = max(len(t.input_ids) for t in items)
-    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(items), width), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(items), width), dtype=torch.long)
-    for row, t in enumerate(items):
-        n = len(t.input_ids)
-        ids[row, :n] = torch.tensor(t.input_ids)
-        labels[row, :n] = torch.tensor(t.labels)
+    width = max(len(ids) for ids, _ in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(seqs), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, (seq, lab) in enumerate(seqs):
+        n = len(seq)
+        ids[row, :n] = torch.tensor(seq)
+        labels[row, :n] = torch.tensor(lab)
         mask[row, :n] = 1
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def collate(items: Sequence[Tokenized], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded input ids, attention mask and labels; for the rows that carry a rejected answer,
+    ``pair_rows`` (their row numbers) and the padded rejected sequences under ``rejected_*`` keys."""
+    import torch
+
+    batch = _pad([(t.input_ids, t.labels) for t in items], pad_id)
+    rows = [i for i, t in enumerate(items) if t.rejected_ids is not None and t.rejected_labels is not None]
+    if rows:
+        rejected = _pad([(items[i].rejected_ids or [], items[i].rejected_labels or []) for i in rows], pad_id)
+        batch["pair_rows"] = torch.tensor(rows, dtype=torch.long)
+        batch.update({f"rejected_{k}": v for k, v in rejected.items()})
+    return batch

@@ -1,5 +1,6 @@
-"""The `unredact finetune` flow: baseline test audit -> the model's own harmless answers -> LoRA SFT on
-gold answers -> merge -> test audit -> export (merged model + PEFT adapter) -> model card -> verify.
+"""The `unredact finetune` flow: baseline test audit -> the model's own harmless answers -> (with a
+preference weight) its own censored answers to train prompts -> LoRA fine-tuning on gold answers ->
+merge -> test audit -> export (merged model + PEFT adapter) -> model card -> verify.
 
 Every stage writes into the run directory and is skipped or resumed when its output is there: audits
 append answers, training restarts from its last checkpoint, a finished adapter is reloaded."""
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 SETTINGS_FILE = "finetune.json"
 EVAL_PROBES = "eval_probes.jsonl"
 RETAIN_PROBES = "retain_probes.jsonl"
+PREFERENCE_PROBES = "preference_probes.jsonl"
 ADAPTER_DIR = "adapter"
 TRAIN_DIR = "train"
 TRAIN_DONE = "train.json"
@@ -63,6 +65,14 @@ class FinetuneSettings(LocalRunSettings):
         "all", description="decoder layers with adapters: all, A-B, top:K or a list (fewer layers: faster backward)"
     )
     checkpoint_every: int = Field(20, ge=1, description="optimiser steps between checkpoints")
+    preference_weight: float = Field(
+        0.0, ge=0, le=100,
+        description="weight of the odds-ratio term that makes the model's own censored answers to train "
+        "prompts less likely than the gold answers (0: likelihood training only)",
+    )  # fmt: skip
+    preference_probes: int = Field(
+        144, ge=1, le=100_000, description="train-split sensitive prompts asked for censored answers to reject"
+    )
 
     resumable_changes: ClassVar[frozenset[str]] = frozenset(
         {"batch_size", "device", "verify", "checkpoint_every", "micro_batch_size"}
@@ -91,6 +101,7 @@ class FinetuneSettings(LocalRunSettings):
             micro_batch_size=self.micro_batch_size,
             checkpoint_every=self.checkpoint_every,
             seed=self.seed,
+            preference_weight=self.preference_weight,
         )
 
 
@@ -113,15 +124,32 @@ def _gold_sha(spec: str) -> str:
     return sha256_file(resolve_gold_path(spec))
 
 
-def build_examples(s: FinetuneSettings, gold: list[Any], retain_rows: list[dict[str, Any]]) -> list[Example]:
-    from unredact.finetune.data import gold_examples, retain_examples
+def preference_probes(probes: list[Probe], gold: list[Any], n: int) -> list[Probe]:
+    """Up to ``n`` train-split sensitive probes with gold answers (whole questions, topics round-robin)."""
+    from unredact.whitebox.remove import select_balanced
+
+    with_gold = {g.probe.id for g in gold}
+    return select_balanced([p for p in probes if p.id in with_gold], kind="sensitive", split="train", n=n)
+
+
+def build_examples(
+    s: FinetuneSettings,
+    gold: list[Any],
+    retain_rows: list[dict[str, Any]],
+    rejected_rows: list[dict[str, Any]] | None = None,
+) -> list[Example]:
+    from unredact.finetune.data import attach_rejected, gold_examples, retain_examples
 
     retained, dropped = retain_examples(retain_rows)
     examples = gold_examples(gold, s.harmful_repeat) + retained
+    pairs = 0
+    if rejected_rows is not None:
+        examples, pairs = attach_rejected(examples, rejected_rows)
     counts = {src: sum(e.source == src for e in examples) for src in ("gold", "refusal", "retain")}
     console.print(
-        f"training examples: {counts['gold']} candid gold answers, {counts['refusal']} refusals of harmful "
-        f"requests, {counts['retain']} of the model's own harmless/neutral answers ({dropped} refusals dropped)"
+        f"training examples: {counts['gold']} candid gold answers ({pairs} with a censored answer to reject), "
+        f"{counts['refusal']} refusals of harmful requests, {counts['retain']} of the model's own "
+        f"harmless/neutral answers ({dropped} refusals dropped)"
     )
     return examples
 
@@ -150,6 +178,7 @@ def train_stage(backend: HFBackend, s: FinetuneSettings, examples: list[Example]
         record = {
             **asdict(result),
             "sources": {src: sum(e.source == src for e in examples) for src in ("gold", "refusal", "retain")},
+            "preference_pairs": sum(e.rejected is not None for e in examples),
             "gold_sha256": gold_sha,
             "adapter_sha256": sha256_file(adapter / ADAPTER_FILE),
         }
@@ -201,36 +230,41 @@ def _run(s: FinetuneSettings, out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     check_run_settings(out, s, SETTINGS_FILE)
     probe_file, retain_file = out / EVAL_PROBES, out / RETAIN_PROBES
-    atomic_write_text(probe_file, "".join(p.model_dump_json() + "\n" for p in eval_probes(probes, s)))
-    atomic_write_text(retain_file, "".join(p.model_dump_json() + "\n" for p in retain_probes(probes)))
+    _write_probes(probe_file, eval_probes(probes, s))
+    _write_probes(retain_file, retain_probes(probes))
+    n = 7 if s.preference_weight > 0 else 6
 
     stages.start("load", f"loading {s.model}")
     backend = load_local_backend(s)
-    stages.start("baseline", "1/6 audit of the original model (test split)")
+    stages.start("baseline", f"1/{n} audit of the original model (test split)")
     before = run_audit(
         backend, s, out / "baseline-test", probe_file, split="test", kinds=KINDS_TEST,
         max_new_tokens=s.max_new_tokens, label=s.model,
     )  # fmt: skip
-    stages.start("retain", "2/6 the original model's own answers to harmless and neutral train prompts")
+    stages.start("retain", f"2/{n} the original model's own answers to harmless and neutral train prompts")
     run_audit(
         backend, s, out / "retain", retain_file, split="train", kinds=RETAIN_KINDS,
         max_new_tokens=s.retain_max_new_tokens, label=s.model,
     )  # fmt: skip
-    examples = build_examples(s, gold, rows_from_artifacts(RunDir(out / "retain")))
+    rejected = None
+    if s.preference_weight > 0:
+        stages.start("rejected", f"3/{n} the original model's own answers to sensitive train prompts (to reject)")
+        rejected = _rejected_answers(backend, s, out, preference_probes(probes, gold, s.preference_probes))
+    examples = build_examples(s, gold, rows_from_artifacts(RunDir(out / "retain")), rejected)
 
-    stages.start("train", "3/6 LoRA fine-tuning on gold answers")
+    stages.start("train", f"{n - 3}/{n} LoRA fine-tuning on gold answers")
     trained = train_stage(backend, s, examples, out)
 
-    stages.start("test", "4/6 audit of the fine-tuned model (test split)")
+    stages.start("test", f"{n - 2}/{n} audit of the fine-tuned model (test split)")
     after = run_audit(
         backend, s, out / "tuned-test", probe_file, split="test", kinds=KINDS_TEST,
         max_new_tokens=s.max_new_tokens, label=f"{s.model}+lora-sft", edit={"lora_sft": trained["adapter_sha256"][:16]},
     )  # fmt: skip
 
-    stages.start("export", "5/6 export merged safetensors")
+    stages.start("export", f"{n - 1}/{n} export merged safetensors")
     card_args = {"s": s, "before": before, "after": after, "trained": trained}
     diff = export_stage(backend, out, finetune_card(**card_args, reload_diff=None), trained["adapter_sha256"])
-    stages.start("card", "6/6 model card and reproducibility record")
+    stages.start("card", f"{n}/{n} model card and reproducibility record")
     card_path = out / "MODEL_CARD.md"
     atomic_write_text(card_path, finetune_card(**card_args, reload_diff=diff))
     stages.stop()
@@ -251,6 +285,25 @@ def _run(s: FinetuneSettings, out: Path) -> dict[str, Any]:
         del backend
         result["verify_passed"] = verify_stage(s, out / MODEL_DIR, out)
     return result
+
+
+def _write_probes(path: Path, probes: list[Probe]) -> None:
+    atomic_write_text(path, "".join(p.model_dump_json() + "\n" for p in probes))
+
+
+def _rejected_answers(backend: HFBackend, s: FinetuneSettings, out: Path, probes: list[Probe]) -> list[dict[str, Any]]:
+    """The loaded (original) model's judged answers to ``probes``; the censored ones become rejected answers."""
+    from unredact.report.build import rows_from_artifacts
+    from unredact.rundir import RunDir
+    from unredact.whitebox.remove import run_audit
+
+    path = out / PREFERENCE_PROBES
+    _write_probes(path, probes)
+    run_audit(
+        backend, s, out / "rejected", path, split="train", kinds=["sensitive"],
+        max_new_tokens=s.retain_max_new_tokens, label=s.model,
+    )  # fmt: skip
+    return rows_from_artifacts(RunDir(out / "rejected"))
 
 
 def reproduce_record(

@@ -1,5 +1,12 @@
 """LoRA supervised fine-tuning with checkpoints: a killed run resumes at its last checkpoint and replays
-exactly the batches it had not finished (the batch order is a function of the seed and the epoch)."""
+exactly the batches it had not finished (the batch order is a function of the seed and the epoch).
+
+The loss is the token-mean negative log-likelihood of the answers, plus, when ``preference_weight`` > 0,
+an odds-ratio preference term for the examples that carry a rejected (censored) answer, as in ORPO
+(Hong et al., 2024): with p(y) the per-token geometric-mean probability of an answer,
+``-log sigmoid(log odds p(chosen) - log odds p(rejected))``, averaged over the pairs of the batch.
+Plain likelihood training on candid answers leaves the official line likely; this term pushes it down
+without a reference model."""
 
 from __future__ import annotations
 
@@ -45,6 +52,7 @@ class TrainOptions:
     max_grad_norm: float = 1.0
     checkpoint_every: int = 20
     seed: int = 0
+    preference_weight: float = 0.0  # weight of the odds-ratio term for examples with a rejected answer
 
 
 def attach_lora(model: nn.Module, opts: LoraOptions, seed: int = 0) -> PeftModel:
@@ -148,6 +156,8 @@ def fingerprint(data: Sequence[Tokenized], opts: TrainOptions) -> str:
     h = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
     for t in data:
         h.update(json.dumps([t.key, t.input_ids, t.labels]).encode())
+        if t.rejected_ids is not None:
+            h.update(json.dumps([t.rejected_ids, t.rejected_labels]).encode())
     return h.hexdigest()[:16]
 
 
@@ -226,11 +236,14 @@ def train(model: PeftModel, data: Sequence[Tokenized], pad_id: int, opts: TrainO
                 batch = [data[i] for i in epoch_batches(lengths, opts.batch_size, opts.seed, epoch)[index]]
                 size = opts.micro_batch_size
                 micro = [collate(batch[i : i + size], pad_id) for i in range(0, len(batch), size)]
-                loss = _step(model, optimizer, micro, lr_at(step, total, opts), opts.max_grad_norm)
+                loss, pref = _step(model, optimizer, micro, lr_at(step, total, opts), opts)
                 losses.append(loss)
                 tokens += sum(len(t.input_ids) for t in batch)
                 elapsed = time.perf_counter() - started
-                log.write(json.dumps({"step": step + 1, "epoch": epoch, "loss": round(loss, 5)}) + "\n")
+                line: dict[str, Any] = {"step": step + 1, "epoch": epoch, "loss": round(loss, 5)}
+                if pref is not None:
+                    line["preference"] = round(pref, 5)
+                log.write(json.dumps(line) + "\n")
                 log.flush()
                 update(step + 1, loss, tokens / max(elapsed, 1e-6))
                 if (step + 1) % opts.checkpoint_every == 0 or step + 1 == total:
@@ -255,28 +268,63 @@ def _tail_mean(values: Sequence[float], n: int) -> float | None:
     return round(sum(tail) / len(tail), 5) if tail else None
 
 
-def _step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, micro: Sequence[dict[str, Any]], lr: float, clip: float
-) -> float:
-    """One optimiser step over micro-batches; each micro-batch's token-mean loss is weighted by its share of
-    the answer tokens, so the gradient equals that of the whole batch at once."""
-    import torch
+def answer_logprobs(model: nn.Module, batch: dict[str, torch.Tensor], prefix: str = "") -> tuple[Any, Any]:
+    """Per row: the summed log-probability of the labelled (answer) tokens and their number."""
+    import torch.nn.functional as F
 
     device = next(p.device for p in model.parameters())
+    ids, mask, labels = (batch[prefix + k].to(device) for k in ("input_ids", "attention_mask", "labels"))
+    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
+    target = labels[:, 1:]
+    nll = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=IGNORE, reduction="none")
+    return -nll.sum(dim=1), (target != IGNORE).sum(dim=1)
+
+
+def odds_ratio_loss(chosen_mean_lp: torch.Tensor, rejected_mean_lp: torch.Tensor) -> torch.Tensor:
+    """ORPO's term per pair: ``-log sigmoid(log odds(chosen) - log odds(rejected))``, from mean token
+    log-probabilities (log odds(p) = log p - log(1 - p))."""
+    import torch
+    import torch.nn.functional as F
+
+    def log_odds(lp: torch.Tensor) -> torch.Tensor:
+        lp = lp.clamp(max=-1e-6)
+        return lp - torch.log1p(-torch.exp(lp))
+
+    return -F.logsigmoid(log_odds(chosen_mean_lp) - log_odds(rejected_mean_lp))
+
+
+def _step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, micro: Sequence[dict[str, Any]], lr: float, opts: TrainOptions
+) -> tuple[float, float | None]:
+    """One optimiser step over micro-batches. The likelihood term is divided by the answer tokens of the
+    whole batch and the preference term by its pairs, so the gradient equals that of the batch at once.
+    Returns the batch's likelihood loss and mean preference loss (None without pairs)."""
+    import torch
+
     for group in optimizer.param_groups:
         group["lr"] = lr
     total_tokens = sum(int((m["labels"][:, 1:] != IGNORE).sum()) for m in micro)
-    loss_sum = 0.0
+    weight = opts.preference_weight
+    total_pairs = sum(len(m["pair_rows"]) for m in micro if "pair_rows" in m) if weight > 0 else 0
+    nll_sum, pref_sum = 0.0, 0.0
     for m in micro:
-        share = int((m["labels"][:, 1:] != IGNORE).sum()) / max(1, total_tokens)
-        if share == 0:
+        lp, n = answer_logprobs(model, m)
+        if int(n.sum()) == 0:
             continue
-        loss = model(**{k: v.to(device) for k, v in m.items()}, use_cache=False).loss
+        nll = -lp.sum() / max(1, total_tokens)
+        loss = nll
+        if total_pairs and "pair_rows" in m:
+            rows = m["pair_rows"].to(lp.device)
+            rej_lp, rej_n = answer_logprobs(model, m, "rejected_")
+            chosen_mean = lp[rows] / n[rows].clamp(min=1)
+            pref = odds_ratio_loss(chosen_mean, rej_lp / rej_n.clamp(min=1)).sum()
+            loss = loss + weight * pref / total_pairs
+            pref_sum += float(pref.detach())
         if not torch.isfinite(loss):
             raise UnredactError(f"training diverged (loss {float(loss)}); lower --lr")
-        (loss * share).backward()
-        loss_sum += float(loss.detach()) * share
-    torch.nn.utils.clip_grad_norm_(trainable(model), clip)
+        loss.backward()
+        nll_sum += float(nll.detach())
+    torch.nn.utils.clip_grad_norm_(trainable(model), opts.max_grad_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return loss_sum
+    return nll_sum, (pref_sum / total_pairs if total_pairs else None)

@@ -269,11 +269,14 @@ class Stages:
 
 
 def check_run_settings(out: Path, s: LocalRunSettings, name: str = SETTINGS_FILE) -> None:
-    """Record the run's settings in OUT/NAME; a resumed run must have the same identity fields."""
+    """Record the run's settings in OUT/NAME; a resumed run must have the same identity fields (a field
+    that the recorded run predates counts as its default)."""
     path = out / name
     if path.is_file():
         old = json.loads(path.read_text(encoding="utf-8")).get("identity", {})
-        diffs = sorted(k for k in set(old) | set(s.identity()) if old.get(k) != s.identity().get(k))
+        defaults = {k: f.default for k, f in type(s).model_fields.items()}
+        now = s.identity()
+        diffs = sorted(k for k in set(old) | set(now) if old.get(k, defaults.get(k)) != now.get(k))
         if diffs:
             raise UnredactError(f"{out} holds another run ({', '.join(diffs)} differ); use another --out")
     atomic_write_json(path, {"identity": s.identity(), "settings": s.model_dump()})
