@@ -228,15 +228,44 @@ def test_preference_term_makes_rejected_answers_less_likely(tmp_path: Path) -> N
     assert margins[5.0] > margins[0.0] + 0.3
 
 
+def _retain_data(tok: Any, n: int = 6) -> list[Any]:
+    examples = [Example(f"r{i}", "retain", "en", f"Say {i}?", "Fine " * (1 + i % 3)) for i in range(n)]
+    return _paired_data(tok) + tokenize(examples, tok, max_length=64)
+
+
+def test_retained_answer_kl_holds_the_original_distribution(tmp_path: Path) -> None:
+    from unredact.finetune.train import retain_kl
+
+    tok = tiny_tokenizer()
+    data = _retain_data(tok)
+    batch = collate([t for t in data if t.source == "retain"], pad_id=0)
+    rows = batch["retain_rows"]
+    kls = {}
+    for weight in (0.0, 50.0):
+        model = attach_lora(tiny_model("qwen2", len(tok)), LoraOptions(rank=4, alpha=8, dropout=0.0), seed=0)
+        with torch.no_grad():
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            assert float(retain_kl(model, batch, rows, logits[:, :-1].float())) == pytest.approx(0.0, abs=1e-6)
+        opts = TrainOptions(epochs=10, lr=2e-2, batch_size=12, warmup_steps=1, retain_kl_weight=weight)
+        train(model, data, 0, opts, tmp_path / f"kl{weight}")
+        with torch.no_grad():
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            kls[weight] = float(retain_kl(model, batch, rows, logits[:, :-1].float()))
+        logged = [json.loads(line) for line in (tmp_path / f"kl{weight}" / LOG).read_text().splitlines()]
+        assert all(("retain_kl" in r) == (weight > 0) for r in logged)
+    assert kls[50.0] < 0.5 * kls[0.0]
+
+
 def test_micro_batches_give_the_whole_batch_gradient(tmp_path: Path) -> None:
     tok = tiny_tokenizer()
-    data = _paired_data(tok)  # with rejected answers: the preference term accumulates exactly too
+    data = _retain_data(tok)  # with rejected and retained answers: every term accumulates exactly
     states = []
-    for micro in (6, 1, 4):
+    for micro in (12, 1, 5):
         model = attach_lora(tiny_model("qwen2", len(tok)), LoraOptions(rank=4, alpha=8, dropout=0.0), seed=0)
         opts = TrainOptions(
-            epochs=1, lr=1e-2, batch_size=6, micro_batch_size=micro, warmup_steps=1, preference_weight=1.0
-        )
+            epochs=1, lr=1e-2, batch_size=12, micro_batch_size=micro, warmup_steps=1,
+            preference_weight=1.0, retain_kl_weight=1.0,
+        )  # fmt: skip
         train(model, data, 0, opts, tmp_path / f"m{micro}")
         states.append(adapter_state(model))
     for other in states[1:]:

@@ -45,6 +45,7 @@ def finetune(
     checkpoint_every: Annotated[int, typer.Option(help=_help("checkpoint_every"))] = 20,
     preference_weight: Annotated[float, typer.Option(help=_help("preference_weight"))] = 0.0,
     preference_probes: Annotated[int, typer.Option(help=_help("preference_probes"))] = 144,
+    retain_kl_weight: Annotated[float, typer.Option(help=_help("retain_kl_weight"))] = 0.0,
     judge: Annotated[str, typer.Option(help=_help("judge"))] = "auto",
     verify: Annotated[str, typer.Option(help=_help("verify"))] = "quick",
 ) -> None:
@@ -89,6 +90,7 @@ def finetune(
         checkpoint_every=checkpoint_every,
         preference_weight=preference_weight,
         preference_probes=preference_probes,
+        retain_kl_weight=retain_kl_weight,
         judge=judge,
         verify=verify,
     )

@@ -192,11 +192,15 @@ def _pad(seqs: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, 
 
 
 def collate(items: Sequence[Tokenized], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded input ids, attention mask and labels; for the rows that carry a rejected answer,
-    ``pair_rows`` (their row numbers) and the padded rejected sequences under ``rejected_*`` keys."""
+    """Right-padded input ids, attention mask and labels; ``retain_rows``, the row numbers of the model's
+    own retained answers; for the rows that carry a rejected answer, ``pair_rows`` (their row numbers)
+    and the padded rejected sequences under ``rejected_*`` keys."""
     import torch
 
     batch = _pad([(t.input_ids, t.labels) for t in items], pad_id)
+    retain = [i for i, t in enumerate(items) if t.source == "retain"]
+    if retain:
+        batch["retain_rows"] = torch.tensor(retain, dtype=torch.long)
     rows = [i for i, t in enumerate(items) if t.rejected_ids is not None and t.rejected_labels is not None]
     if rows:
         rejected = _pad([(items[i].rejected_ids or [], items[i].rejected_labels or []) for i in rows], pad_id)

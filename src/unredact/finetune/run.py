@@ -70,6 +70,11 @@ class FinetuneSettings(LocalRunSettings):
         description="weight of the odds-ratio term that makes the model's own censored answers to train "
         "prompts less likely than the gold answers (0: likelihood training only)",
     )  # fmt: skip
+    retain_kl_weight: float = Field(
+        0.0, ge=0, le=100,
+        description="weight of KL(original || tuned) on the model's own retained answers (holds harmless "
+        "behaviour in place; 0: likelihood of those answers only)",
+    )  # fmt: skip
     preference_probes: int = Field(
         144, ge=1, le=100_000, description="train-split sensitive prompts asked for censored answers to reject"
     )
@@ -102,6 +107,7 @@ class FinetuneSettings(LocalRunSettings):
             checkpoint_every=self.checkpoint_every,
             seed=self.seed,
             preference_weight=self.preference_weight,
+            retain_kl_weight=self.retain_kl_weight,
         )
 
 

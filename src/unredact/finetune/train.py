@@ -6,7 +6,12 @@ an odds-ratio preference term for the examples that carry a rejected (censored) 
 (Hong et al., 2024): with p(y) the per-token geometric-mean probability of an answer,
 ``-log sigmoid(log odds p(chosen) - log odds p(rejected))``, averaged over the pairs of the batch.
 Plain likelihood training on candid answers leaves the official line likely; this term pushes it down
-without a reference model."""
+without a reference model.
+
+With ``retain_kl_weight`` > 0, the examples of source ``retain`` (the model's own answers to harmless
+prompts) also add the KL divergence from the original model's next-token distributions (the same model
+with its adapters disabled) over their answer tokens: the whole distribution is held in place, not only
+the greedy token, which is what the drift check of ``unredact verify`` measures."""
 
 from __future__ import annotations
 
@@ -53,6 +58,7 @@ class TrainOptions:
     checkpoint_every: int = 20
     seed: int = 0
     preference_weight: float = 0.0  # weight of the odds-ratio term for examples with a rejected answer
+    retain_kl_weight: float = 0.0  # weight of KL(original || tuned) on the retained answers' tokens
 
 
 def attach_lora(model: nn.Module, opts: LoraOptions, seed: int = 0) -> PeftModel:
@@ -236,13 +242,12 @@ def train(model: PeftModel, data: Sequence[Tokenized], pad_id: int, opts: TrainO
                 batch = [data[i] for i in epoch_batches(lengths, opts.batch_size, opts.seed, epoch)[index]]
                 size = opts.micro_batch_size
                 micro = [collate(batch[i : i + size], pad_id) for i in range(0, len(batch), size)]
-                loss, pref = _step(model, optimizer, micro, lr_at(step, total, opts), opts)
+                terms = _step(model, optimizer, micro, lr_at(step, total, opts), opts)
+                loss = terms["loss"]
                 losses.append(loss)
                 tokens += sum(len(t.input_ids) for t in batch)
                 elapsed = time.perf_counter() - started
-                line: dict[str, Any] = {"step": step + 1, "epoch": epoch, "loss": round(loss, 5)}
-                if pref is not None:
-                    line["preference"] = round(pref, 5)
+                line = {"step": step + 1, "epoch": epoch, **{k: round(v, 5) for k, v in terms.items()}}
                 log.write(json.dumps(line) + "\n")
                 log.flush()
                 update(step + 1, loss, tokens / max(elapsed, 1e-6))
@@ -268,16 +273,45 @@ def _tail_mean(values: Sequence[float], n: int) -> float | None:
     return round(sum(tail) / len(tail), 5) if tail else None
 
 
-def answer_logprobs(model: nn.Module, batch: dict[str, torch.Tensor], prefix: str = "") -> tuple[Any, Any]:
-    """Per row: the summed log-probability of the labelled (answer) tokens and their number."""
-    import torch.nn.functional as F
-
+def _shifted_logits(model: nn.Module, batch: dict[str, torch.Tensor], prefix: str = "") -> tuple[Any, Any]:
+    """Float logits at the positions that predict the next token, and those next tokens' labels."""
     device = next(p.device for p in model.parameters())
     ids, mask, labels = (batch[prefix + k].to(device) for k in ("input_ids", "attention_mask", "labels"))
     logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
-    target = labels[:, 1:]
+    return logits, labels[:, 1:]
+
+
+def _sum_logprobs(logits: torch.Tensor, target: torch.Tensor) -> tuple[Any, Any]:
+    import torch.nn.functional as F
+
     nll = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=IGNORE, reduction="none")
     return -nll.sum(dim=1), (target != IGNORE).sum(dim=1)
+
+
+def answer_logprobs(model: nn.Module, batch: dict[str, torch.Tensor], prefix: str = "") -> tuple[Any, Any]:
+    """Per row: the summed log-probability of the labelled (answer) tokens and their number."""
+    return _sum_logprobs(*_shifted_logits(model, batch, prefix))
+
+
+def retain_kl(
+    model: PeftModel | nn.Module, batch: dict[str, torch.Tensor], rows: torch.Tensor, logits: torch.Tensor
+) -> torch.Tensor:
+    """Summed KL(original || tuned) of the next-token distributions over the answer tokens of ``rows``;
+    the original is the same model with its adapters disabled, so no second copy is held in memory.
+    ``logits`` are the tuned model's shifted logits of those rows."""
+    import torch
+
+    disable = getattr(model, "disable_adapter", None)
+    if disable is None:
+        raise UnredactError("the retained-answer KL term needs a model with LoRA adapters")
+    device = logits.device
+    ids, mask = (batch[k][rows.cpu()].to(device) for k in ("input_ids", "attention_mask"))
+    with torch.no_grad(), disable():
+        base = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
+    base_lp, tuned_lp = base.log_softmax(-1), logits.log_softmax(-1)
+    per_token = (base_lp.exp() * (base_lp - tuned_lp)).sum(-1)
+    answer = batch["labels"][rows.cpu()][:, 1:].to(device) != IGNORE
+    return (per_token * answer).sum()
 
 
 def odds_ratio_loss(chosen_mean_lp: torch.Tensor, rejected_mean_lp: torch.Tensor) -> torch.Tensor:
@@ -295,20 +329,22 @@ def odds_ratio_loss(chosen_mean_lp: torch.Tensor, rejected_mean_lp: torch.Tensor
 
 def _step(
     model: nn.Module, optimizer: torch.optim.Optimizer, micro: Sequence[dict[str, Any]], lr: float, opts: TrainOptions
-) -> tuple[float, float | None]:
+) -> dict[str, float]:
     """One optimiser step over micro-batches. The likelihood term is divided by the answer tokens of the
-    whole batch and the preference term by its pairs, so the gradient equals that of the batch at once.
-    Returns the batch's likelihood loss and mean preference loss (None without pairs)."""
+    whole batch, the preference term by its pairs and the retained-answer KL by the retained answers'
+    tokens, so the gradient equals that of the batch at once. Returns the batch's likelihood loss
+    (``loss``), and its mean ``preference`` and per-token ``retain_kl`` terms when they apply."""
     import torch
 
     for group in optimizer.param_groups:
         group["lr"] = lr
     total_tokens = sum(int((m["labels"][:, 1:] != IGNORE).sum()) for m in micro)
-    weight = opts.preference_weight
-    total_pairs = sum(len(m["pair_rows"]) for m in micro if "pair_rows" in m) if weight > 0 else 0
-    nll_sum, pref_sum = 0.0, 0.0
+    total_pairs = sum(len(m["pair_rows"]) for m in micro if "pair_rows" in m) if opts.preference_weight > 0 else 0
+    kl_tokens = sum(_retain_tokens(m) for m in micro) if opts.retain_kl_weight > 0 else 0
+    sums = {"loss": 0.0, "preference": 0.0, "retain_kl": 0.0}
     for m in micro:
-        lp, n = answer_logprobs(model, m)
+        logits, target = _shifted_logits(model, m)
+        lp, n = _sum_logprobs(logits, target)
         if int(n.sum()) == 0:
             continue
         nll = -lp.sum() / max(1, total_tokens)
@@ -316,15 +352,30 @@ def _step(
         if total_pairs and "pair_rows" in m:
             rows = m["pair_rows"].to(lp.device)
             rej_lp, rej_n = answer_logprobs(model, m, "rejected_")
-            chosen_mean = lp[rows] / n[rows].clamp(min=1)
-            pref = odds_ratio_loss(chosen_mean, rej_lp / rej_n.clamp(min=1)).sum()
-            loss = loss + weight * pref / total_pairs
-            pref_sum += float(pref.detach())
+            pref = odds_ratio_loss(lp[rows] / n[rows].clamp(min=1), rej_lp / rej_n.clamp(min=1)).sum()
+            loss = loss + opts.preference_weight * pref / total_pairs
+            sums["preference"] += float(pref.detach())
+        if kl_tokens and "retain_rows" in m:
+            rows = m["retain_rows"].to(lp.device)
+            kl = retain_kl(model, m, rows, logits[rows])
+            loss = loss + opts.retain_kl_weight * kl / kl_tokens
+            sums["retain_kl"] += float(kl.detach())
         if not torch.isfinite(loss):
             raise UnredactError(f"training diverged (loss {float(loss)}); lower --lr")
         loss.backward()
-        nll_sum += float(nll.detach())
+        sums["loss"] += float(nll.detach())
     torch.nn.utils.clip_grad_norm_(trainable(model), opts.max_grad_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return nll_sum, (pref_sum / total_pairs if total_pairs else None)
+    out = {"loss": sums["loss"]}
+    if total_pairs:
+        out["preference"] = sums["preference"] / total_pairs
+    if kl_tokens:
+        out["retain_kl"] = sums["retain_kl"] / kl_tokens
+    return out
+
+
+def _retain_tokens(batch: dict[str, Any]) -> int:
+    if "retain_rows" not in batch:
+        return 0
+    return int((batch["labels"][batch["retain_rows"]][:, 1:] != IGNORE).sum())
