@@ -14,7 +14,7 @@ from typing import Any
 from unredact import __version__
 from unredact.backends.base import Backend, GenerationRequest, GenerationResult
 from unredact.backends.registry import BackendOptions, load_backend
-from unredact.probes.loader import load_probes, probes_hash, resolve_probe_path, select_probes
+from unredact.probes.loader import load_probes, probes_hash, resolve_probe_path, select_probes, write_probe_file
 from unredact.probes.schema import Probe
 from unredact.rundir import (
     PROBES,
@@ -23,7 +23,6 @@ from unredact.rundir import (
     JsonlAppender,
     RunDir,
     atomic_write_json,
-    atomic_write_text,
     sha256_file,
 )
 from unredact.settings import AuditSettings
@@ -167,5 +166,5 @@ def _write_run_header(run: RunDir, s: AuditSettings, backend: Backend, probes: S
     run.path.mkdir(parents=True, exist_ok=True)
     if not run.exists:
         run.write_config({"identity": s.identity(phash), "audit": s.model_dump(exclude_none=True)})
-        atomic_write_text(run.file(PROBES), "".join(p.model_dump_json() + "\n" for p in probes))
+        write_probe_file(run.file(PROBES), probes)
     atomic_write_json(run.file(REPRODUCE), reproduce_record(s, backend, phash, len(probes)))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from unredact.finetune.gold import GoldAnswer
+from unredact.judge.core import CENSORED
 
 if TYPE_CHECKING:
     import torch
@@ -79,9 +80,6 @@ def retain_examples(rows: Iterable[dict[str, Any]]) -> tuple[list[Example], int]
     return out, dropped
 
 
-CENSORED_LABELS = frozenset({"refusal", "deflection", "state_narrative"})
-
-
 def attach_rejected(examples: Sequence[Example], rows: Iterable[dict[str, Any]]) -> tuple[list[Example], int]:
     """Give each gold example the original model's censored answer to its probe, where the audit rows
     ``rows`` hold one (judged refusal, deflection or state narrative). Returns the examples and the
@@ -89,7 +87,7 @@ def attach_rejected(examples: Sequence[Example], rows: Iterable[dict[str, Any]])
     censored: dict[str, tuple[str, bool]] = {}
     for r in rows:
         text = str(r.get("response") or "").strip()
-        if r.get("label") in CENSORED_LABELS and text:
+        if r.get("label") in CENSORED and text:
             censored.setdefault(str(r["id"]), (text, r.get("finish_reason") != "length"))
     out: list[Example] = []
     pairs = 0

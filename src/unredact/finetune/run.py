@@ -19,6 +19,7 @@ from pydantic import Field
 
 from unredact import __version__
 from unredact.errors import UnredactError
+from unredact.probes.loader import write_probe_file
 from unredact.rundir import atomic_dir, atomic_write_json, atomic_write_text, sha256_file, weight_hashes
 from unredact.ui import console
 from unredact.validation import validate_settings
@@ -216,8 +217,6 @@ def _run(s: FinetuneSettings, out: Path) -> dict[str, Any]:
     from unredact.finetune.card import finetune_card
     from unredact.finetune.gold import load_gold
     from unredact.probes.loader import load_probes
-    from unredact.report.build import rows_from_artifacts
-    from unredact.rundir import RunDir
     from unredact.whitebox.remove import (
         Stages,
         check_local,
@@ -235,9 +234,8 @@ def _run(s: FinetuneSettings, out: Path) -> dict[str, Any]:
     stages = Stages()
     out.mkdir(parents=True, exist_ok=True)
     check_run_settings(out, s, SETTINGS_FILE)
-    probe_file, retain_file = out / EVAL_PROBES, out / RETAIN_PROBES
-    _write_probes(probe_file, eval_probes(probes, s))
-    _write_probes(retain_file, retain_probes(probes))
+    probe_file = out / EVAL_PROBES
+    write_probe_file(probe_file, eval_probes(probes, s))
     n = 7 if s.preference_weight > 0 else 6
 
     stages.start("load", f"loading {s.model}")
@@ -248,15 +246,13 @@ def _run(s: FinetuneSettings, out: Path) -> dict[str, Any]:
         max_new_tokens=s.max_new_tokens, label=s.model,
     )  # fmt: skip
     stages.start("retain", f"2/{n} the original model's own answers to harmless and neutral train prompts")
-    run_audit(
-        backend, s, out / "retain", retain_file, split="train", kinds=RETAIN_KINDS,
-        max_new_tokens=s.retain_max_new_tokens, label=s.model,
-    )  # fmt: skip
+    retained = _own_answers(backend, s, out, "retain", RETAIN_PROBES, retain_probes(probes), RETAIN_KINDS)
     rejected = None
     if s.preference_weight > 0:
         stages.start("rejected", f"3/{n} the original model's own answers to sensitive train prompts (to reject)")
-        rejected = _rejected_answers(backend, s, out, preference_probes(probes, gold, s.preference_probes))
-    examples = build_examples(s, gold, rows_from_artifacts(RunDir(out / "retain")), rejected)
+        asked = preference_probes(probes, gold, s.preference_probes)
+        rejected = _own_answers(backend, s, out, "rejected", PREFERENCE_PROBES, asked, ["sensitive"])
+    examples = build_examples(s, gold, retained, rejected)
 
     stages.start("train", f"{n - 3}/{n} LoRA fine-tuning on gold answers")
     trained = train_stage(backend, s, examples, out)
@@ -293,23 +289,27 @@ def _run(s: FinetuneSettings, out: Path) -> dict[str, Any]:
     return result
 
 
-def _write_probes(path: Path, probes: list[Probe]) -> None:
-    atomic_write_text(path, "".join(p.model_dump_json() + "\n" for p in probes))
-
-
-def _rejected_answers(backend: HFBackend, s: FinetuneSettings, out: Path, probes: list[Probe]) -> list[dict[str, Any]]:
-    """The loaded (original) model's judged answers to ``probes``; the censored ones become rejected answers."""
+def _own_answers(
+    backend: HFBackend,
+    s: FinetuneSettings,
+    out: Path,
+    name: str,
+    probe_name: str,
+    probes: list[Probe],
+    kinds: list[str],
+) -> list[dict[str, Any]]:
+    """The loaded (original) model's judged answers to train-split ``probes`` (resumable audit in OUT/name,
+    probes in OUT/probe_name): the retained answers, or the candidates for rejected answers."""
     from unredact.report.build import rows_from_artifacts
     from unredact.rundir import RunDir
     from unredact.whitebox.remove import run_audit
 
-    path = out / PREFERENCE_PROBES
-    _write_probes(path, probes)
+    path = out / probe_name
+    write_probe_file(path, probes)
     run_audit(
-        backend, s, out / "rejected", path, split="train", kinds=["sensitive"],
-        max_new_tokens=s.retain_max_new_tokens, label=s.model,
-    )  # fmt: skip
-    return rows_from_artifacts(RunDir(out / "rejected"))
+        backend, s, out / name, path, split="train", kinds=kinds, max_new_tokens=s.retain_max_new_tokens, label=s.model
+    )
+    return rows_from_artifacts(RunDir(out / name))
 
 
 def reproduce_record(

@@ -15,6 +15,13 @@ from unredact.validation import parse_jsonl_records
 DEFAULT_PROBES = "default"
 
 
+def write_probe_file(path: Path, probes: Iterable[Probe]) -> None:
+    """Write ``probes`` as JSONL (atomically: a reader sees the old file or the whole new one)."""
+    from unredact.rundir import atomic_write_text
+
+    atomic_write_text(path, "".join(p.model_dump_json() + "\n" for p in probes))
+
+
 def default_probe_path() -> Path:
     return Path(str(resources.files("unredact.probes") / "data" / "probes_v1.jsonl"))
 

@@ -34,7 +34,7 @@ from unredact.audit import backend_options, run_generation
 from unredact.backends.base import Backend
 from unredact.backends.registry import LOCAL_KINDS, check_spec, load_backend, parse_spec
 from unredact.errors import UnredactError
-from unredact.probes.loader import load_probes, probes_hash
+from unredact.probes.loader import load_probes, probes_hash, write_probe_file
 from unredact.report.build import judge_run, write_report
 from unredact.rundir import PROBES, RunDir, atomic_write_json, atomic_write_text, read_jsonl, weight_hashes
 from unredact.settings import AuditSettings
@@ -177,7 +177,7 @@ def _write_header(s: VerifySettings, plan: _Plan, run: RunDir) -> None:
     if not run.exists:
         plan.out.mkdir(parents=True, exist_ok=True)
         run.write_config({"identity": _identity(s, plan), "verify": s.model_dump(exclude_none=True)})
-        atomic_write_text(plan.probes_file, "".join(p.model_dump_json() + "\n" for p in plan.generation))
+        write_probe_file(plan.probes_file, plan.generation)
 
 
 def _is_local(spec: str) -> bool:

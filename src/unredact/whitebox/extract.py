@@ -9,13 +9,12 @@ import torch
 
 from unredact.backends.hf import HFBackend
 from unredact.errors import UnredactError
+from unredact.judge.core import CENSORED
 from unredact.probes.loader import load_probes, probes_hash, select_probes
 from unredact.probes.schema import Probe
 from unredact.rundir import RESPONSES, VERDICTS, read_jsonl
 from unredact.ui import console
 from unredact.whitebox.directions import DirectionSet, compute_directions, last_token_hidden_states
-
-CENSORED = {"refusal", "deflection", "state_narrative"}
 
 
 def hidden_states(backend: HFBackend, probes: Sequence[Probe], batch_size: int) -> torch.Tensor:

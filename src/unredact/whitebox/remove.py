@@ -488,7 +488,7 @@ def run_remove(
 
 
 def _run(s: RemoveSettings, out: Path) -> RemoveResult:
-    from unredact.probes.loader import load_probes
+    from unredact.probes.loader import load_probes, write_probe_file
     from unredact.whitebox.ablation import AblationDeltas
     from unredact.whitebox.search import AblationParams, prepare_search_data, run_search
 
@@ -498,7 +498,7 @@ def _run(s: RemoveSettings, out: Path) -> RemoveResult:
     check_run_settings(out, s)
     probes = load_probes(s.probes)
     probe_file = out / EVAL_PROBES
-    atomic_write_text(probe_file, "".join(p.model_dump_json() + "\n" for p in eval_probes(probes, s)))
+    write_probe_file(probe_file, eval_probes(probes, s))
 
     stages.start("load", f"loading {s.model}")
     backend = load_local_backend(s)
