@@ -14,7 +14,15 @@ peft = pytest.importorskip("peft")
 from tests.conftest import tiny_model, tiny_tokenizer  # noqa: E402
 from tests.test_remove import make_probes, save_tiny  # noqa: E402
 from unredact.errors import UnredactError  # noqa: E402
-from unredact.finetune.data import IGNORE, Example, attach_rejected, collate, epoch_batches, tokenize  # noqa: E402
+from unredact.finetune.data import (  # noqa: E402
+    IGNORE,
+    Example,
+    attach_rejected,
+    collate,
+    epoch_batches,
+    retain_examples,
+    tokenize,
+)
 from unredact.finetune.gold import gold_problems, load_gold  # noqa: E402
 from unredact.finetune.train import (  # noqa: E402
     CHECKPOINT,
@@ -193,6 +201,34 @@ def test_rejected_answers_pair_only_censored_answers_with_gold() -> None:
     assert "pair_rows" not in collate([b], pad_id=0)
 
 
+def test_retained_answers_keep_harmless_answers_and_only_the_refusals_of_harmful_requests() -> None:
+    from unredact.finetune.run import retain_probes
+
+    rows = [
+        {"id": "n1", "kind": "neutral", "label": "candid", "prompt": "Tea?", "response": "Green tea.", "lang": "en"},
+        {"id": "n2", "kind": "harmless", "label": "refusal", "prompt": "Kill a process?", "response": "No."},
+        {
+            "id": "n3",
+            "kind": "harmless",
+            "label": "candid",
+            "prompt": "2+2?",
+            "response": "4",
+            "finish_reason": "length",
+        },
+        {"id": "h1", "kind": "harmful", "label": "refusal", "prompt": "Poison?", "response": "I can't help."},
+        {"id": "h2", "kind": "harmful", "label": "candid", "prompt": "Malware?", "response": "Step 1: ..."},
+        {"id": "h3", "kind": "harmful", "label": "refusal", "prompt": "Bomb?", "response": "  "},
+    ]
+    kept, dropped = retain_examples(rows)
+    assert [e.key for e in kept] == ["n1", "n3", "h1"] and dropped == 3
+    assert all(e.source == "retain" for e in kept) and kept[1].complete is False
+    probes = make_probes(SPEC)
+    assert {p.kind for p in retain_probes(probes)} == {"harmless", "neutral"}
+    with_harmful = retain_probes(probes, harmful=True)
+    assert {p.kind for p in with_harmful} == {"harmless", "neutral", "harmful"}
+    assert all(p.split == "train" for p in with_harmful)
+
+
 def test_odds_ratio_loss_matches_the_closed_form() -> None:
     import math
 
@@ -350,15 +386,33 @@ def test_run_finetune_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.
     assert again["after"] == result["after"] and again["train"] == result["train"]
     with pytest.raises(UnredactError, match="another run"):
         run_finetune(f"hf/{model_dir}", out, **{**options, "lr": 1e-3})
-    # with a preference weight, the original's answers to train prompts are asked and the censored ones paired
+    # with a preference weight, the original's answers to train prompts are asked and the censored ones paired;
+    # with retain_harmful, the harmful train prompts are asked too and only its refusals are kept
     pref = tmp_path / "pref"
-    run_finetune(f"hf/{model_dir}", pref, **{**options, "verify": "none", "preference_weight": 1.0})
+    extra = {"verify": "none", "preference_weight": 1.0, "retain_harmful": True}
+    run_finetune(f"hf/{model_dir}", pref, **{**options, **extra})
+    retain_rows = [json.loads(line) for line in (pref / "retain" / "verdicts.jsonl").read_text().splitlines()]
+    texts = {
+        r["id"]: r["response"].strip()
+        for r in map(json.loads, (pref / "retain" / "responses.jsonl").read_text().splitlines())
+    }
+    harmful_refused = sum(
+        v["id"].startswith("harmful-") and v["label"] == "refusal" for v in retain_rows if texts[v["id"]]
+    )
+    harmless_kept = sum(
+        not v["id"].startswith("harmful-") and v["label"] not in ("refusal", "deflection")
+        for v in retain_rows
+        if texts[v["id"]]
+    )
+    assert len(retain_rows) == 12  # 1 harmful + 1 harmless + 1 neutral question, 4 languages each
     asked = [json.loads(line) for line in (pref / "preference_probes.jsonl").read_text().splitlines()]
     assert asked and all(p["split"] == "train" and p["kind"] == "sensitive" for p in asked)
     verdicts = [json.loads(line) for line in (pref / "rejected" / "verdicts.jsonl").read_text().splitlines()]
     censored = sum(v["label"] in ("refusal", "deflection", "state_narrative") for v in verdicts)
     assert len(verdicts) == len(asked)
-    assert json.loads((pref / "train.json").read_text())["preference_pairs"] == censored
+    trained_pref = json.loads((pref / "train.json").read_text())
+    assert trained_pref["preference_pairs"] == censored
+    assert trained_pref["sources"]["retain"] == harmful_refused + harmless_kept
 
 
 def test_every_finetune_setting_is_a_cli_option_with_the_same_default() -> None:

@@ -38,7 +38,9 @@ def finetune_card(
         f"Training data ({trained.get('answer_tokens')} answer tokens): {src.get('gold', 0)} candid gold answers "
         "to train-split sensitive questions, "
         f"{src.get('refusal', 0)} refusals of train-split harmful requests, and {src.get('retain', 0)} of the "
-        "original model's own answers to harmless and neutral prompts (kept so the rest of its behaviour stays).",
+        "original model's own answers to harmless and neutral prompts"
+        + (" and its own refusals of harmful train requests" if s.retain_harmful else "")
+        + " (kept so the rest of its behaviour stays).",
         f"Loss {trained.get('first_loss')} at the first step, {trained.get('last_loss')} over the last epoch.",
         *_preference_lines(s, trained),
         "",

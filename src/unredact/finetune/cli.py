@@ -46,14 +46,16 @@ def finetune(
     preference_weight: Annotated[float, typer.Option(help=_help("preference_weight"))] = 0.0,
     preference_probes: Annotated[int, typer.Option(help=_help("preference_probes"))] = 144,
     retain_kl_weight: Annotated[float, typer.Option(help=_help("retain_kl_weight"))] = 0.0,
+    retain_harmful: Annotated[bool, typer.Option(help=_help("retain_harmful"))] = False,
     judge: Annotated[str, typer.Option(help=_help("judge"))] = "auto",
     verify: Annotated[str, typer.Option(help=_help("verify"))] = "quick",
 ) -> None:
     """Fine-tune political censorship away (LoRA SFT on candid gold answers), keeping safety refusals.
 
-    Baseline audit (test) -> the model's own harmless answers -> (with --preference-weight) its censored
-    answers to train prompts, to reject -> LoRA training -> audit (test) -> export
-    to OUT/model and OUT/adapter -> verify against the original in OUT/verify. Re-run to resume.
+    Baseline audit (test) -> the model's own harmless answers (with --retain-harmful, also its refusals of
+    harmful requests) -> (with --preference-weight) its censored answers to train prompts, to reject ->
+    LoRA training -> audit (test) -> export to OUT/model and OUT/adapter -> verify against the original
+    in OUT/verify. Re-run to resume.
     """
     try:
         import peft  # noqa: F401
@@ -91,6 +93,7 @@ def finetune(
         preference_weight=preference_weight,
         preference_probes=preference_probes,
         retain_kl_weight=retain_kl_weight,
+        retain_harmful=retain_harmful,
         judge=judge,
         verify=verify,
     )

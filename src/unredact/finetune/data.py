@@ -63,8 +63,12 @@ def gold_examples(gold: Iterable[GoldAnswer], harmful_repeat: int = 1) -> list[E
     return out
 
 
+_NOT_RETAINED = frozenset({"refusal", "deflection", "error", "unscored"})
+
+
 def retain_examples(rows: Iterable[dict[str, Any]]) -> tuple[list[Example], int]:
-    """The model's own answers to harmless and neutral prompts, minus those judged refusal/deflection/error.
+    """The model's own answers to keep as they are: to harmless and neutral prompts, those not judged
+    refusal/deflection/error; to harmful prompts (when asked), only its refusals.
 
     Returns the examples and how many answers were dropped.
     """
@@ -72,7 +76,9 @@ def retain_examples(rows: Iterable[dict[str, Any]]) -> tuple[list[Example], int]
     dropped = 0
     for r in rows:
         text = str(r.get("response") or "").strip()
-        if r.get("label") in ("refusal", "deflection", "error", "unscored") or not text:
+        label = r.get("label")
+        keep = label == "refusal" if r.get("kind") == "harmful" else label not in _NOT_RETAINED
+        if not keep or not text:
             dropped += 1
             continue
         complete = r.get("finish_reason") != "length"

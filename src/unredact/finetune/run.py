@@ -76,6 +76,11 @@ class FinetuneSettings(LocalRunSettings):
         description="weight of KL(original || tuned) on the model's own retained answers (holds harmless "
         "behaviour in place; 0: likelihood of those answers only)",
     )  # fmt: skip
+    retain_harmful: bool = Field(
+        False,
+        description="also ask the original model the harmful train prompts and keep its own refusals as "
+        "retained answers (likelihood, and the retained KL when weighted): holds its safety refusals",
+    )
     preference_probes: int = Field(
         144, ge=1, le=100_000, description="train-split sensitive prompts asked for censored answers to reject"
     )
@@ -120,9 +125,15 @@ def run_finetune(model_spec: str = "demo/qwen2.5-coder-0.5b", out_dir: Path | st
     return _run(validate_settings(FinetuneSettings, {"model": model_spec, **options}), Path(out_dir))
 
 
-def retain_probes(probes: list[Probe]) -> list[Probe]:
-    """Train-split harmless and neutral probes: the model's own answers to them are kept as they are."""
-    return [p for p in probes if p.split == "train" and p.kind in RETAIN_KINDS]
+def retain_probes(probes: list[Probe], harmful: bool = False) -> list[Probe]:
+    """Train-split harmless and neutral probes (and harmful ones with ``harmful``): the model's own answers
+    to them are kept as they are (to harmful ones, only its refusals)."""
+    kinds = retain_kinds(harmful)
+    return [p for p in probes if p.split == "train" and p.kind in kinds]
+
+
+def retain_kinds(harmful: bool) -> list[str]:
+    return [*RETAIN_KINDS, "harmful"] if harmful else list(RETAIN_KINDS)
 
 
 def _gold_sha(spec: str) -> str:
@@ -148,6 +159,8 @@ def build_examples(
     from unredact.finetune.data import attach_rejected, gold_examples, retain_examples
 
     retained, dropped = retain_examples(retain_rows)
+    harmful_ids = {str(r["id"]) for r in retain_rows if r.get("kind") == "harmful"}
+    own_refusals = sum(e.key in harmful_ids for e in retained)
     examples = gold_examples(gold, s.harmful_repeat) + retained
     pairs = 0
     if rejected_rows is not None:
@@ -155,8 +168,8 @@ def build_examples(
     counts = {src: sum(e.source == src for e in examples) for src in ("gold", "refusal", "retain")}
     console.print(
         f"training examples: {counts['gold']} candid gold answers ({pairs} with a censored answer to reject), "
-        f"{counts['refusal']} refusals of harmful requests, {counts['retain']} of the model's own "
-        f"harmless/neutral answers ({dropped} refusals dropped)"
+        f"{counts['refusal']} refusals of harmful requests, {counts['retain']} of the model's own answers "
+        f"({own_refusals} of them its refusals of harmful requests; {dropped} answers dropped)"
     )
     return examples
 
@@ -245,8 +258,11 @@ def _run(s: FinetuneSettings, out: Path) -> dict[str, Any]:
         backend, s, out / "baseline-test", probe_file, split="test", kinds=KINDS_TEST,
         max_new_tokens=s.max_new_tokens, label=s.model,
     )  # fmt: skip
-    stages.start("retain", f"2/{n} the original model's own answers to harmless and neutral train prompts")
-    retained = _own_answers(backend, s, out, "retain", RETAIN_PROBES, retain_probes(probes), RETAIN_KINDS)
+    asked_kinds = retain_kinds(s.retain_harmful)
+    stages.start("retain", f"2/{n} the original model's own answers to {'/'.join(asked_kinds)} train prompts")
+    retained = _own_answers(
+        backend, s, out, "retain", RETAIN_PROBES, retain_probes(probes, s.retain_harmful), asked_kinds
+    )
     rejected = None
     if s.preference_weight > 0:
         stages.start("rejected", f"3/{n} the original model's own answers to sensitive train prompts (to reject)")
