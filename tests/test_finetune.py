@@ -202,7 +202,7 @@ def test_rejected_answers_pair_only_censored_answers_with_gold() -> None:
 
 
 def test_retained_answers_keep_harmless_answers_and_only_the_refusals_of_harmful_requests() -> None:
-    from unredact.finetune.run import retain_probes
+    from unredact.finetune.run import retain_kinds, retain_probes
 
     rows = [
         {"id": "n1", "kind": "neutral", "label": "candid", "prompt": "Tea?", "response": "Green tea.", "lang": "en"},
@@ -224,7 +224,7 @@ def test_retained_answers_keep_harmless_answers_and_only_the_refusals_of_harmful
     assert all(e.source == "retain" for e in kept) and kept[1].complete is False
     probes = make_probes(SPEC)
     assert {p.kind for p in retain_probes(probes)} == {"harmless", "neutral"}
-    with_harmful = retain_probes(probes, harmful=True)
+    with_harmful = retain_probes(probes, retain_kinds(harmful=True))
     assert {p.kind for p in with_harmful} == {"harmless", "neutral", "harmful"}
     assert all(p.split == "train" for p in with_harmful)
 

@@ -11,6 +11,7 @@ import json
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -125,15 +126,14 @@ def run_finetune(model_spec: str = "demo/qwen2.5-coder-0.5b", out_dir: Path | st
     return _run(validate_settings(FinetuneSettings, {"model": model_spec, **options}), Path(out_dir))
 
 
-def retain_probes(probes: list[Probe], harmful: bool = False) -> list[Probe]:
-    """Train-split harmless and neutral probes (and harmful ones with ``harmful``): the model's own answers
-    to them are kept as they are (to harmful ones, only its refusals)."""
-    kinds = retain_kinds(harmful)
-    return [p for p in probes if p.split == "train" and p.kind in kinds]
-
-
 def retain_kinds(harmful: bool) -> list[str]:
+    """Kinds of train prompts whose own answers are retained (harmful ones: only the refusals are kept)."""
     return [*RETAIN_KINDS, "harmful"] if harmful else list(RETAIN_KINDS)
+
+
+def retain_probes(probes: list[Probe], kinds: Sequence[str] = RETAIN_KINDS) -> list[Probe]:
+    """Train-split probes of ``kinds``: the model's own answers to them are kept as they are."""
+    return [p for p in probes if p.split == "train" and p.kind in kinds]
 
 
 def _gold_sha(spec: str) -> str:
@@ -260,9 +260,7 @@ def _run(s: FinetuneSettings, out: Path) -> dict[str, Any]:
     )  # fmt: skip
     asked_kinds = retain_kinds(s.retain_harmful)
     stages.start("retain", f"2/{n} the original model's own answers to {'/'.join(asked_kinds)} train prompts")
-    retained = _own_answers(
-        backend, s, out, "retain", RETAIN_PROBES, retain_probes(probes, s.retain_harmful), asked_kinds
-    )
+    retained = _own_answers(backend, s, out, "retain", RETAIN_PROBES, retain_probes(probes, asked_kinds), asked_kinds)
     rejected = None
     if s.preference_weight > 0:
         stages.start("rejected", f"3/{n} the original model's own answers to sensitive train prompts (to reject)")
