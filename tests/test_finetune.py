@@ -201,6 +201,24 @@ def test_rejected_answers_pair_only_censored_answers_with_gold() -> None:
     assert "pair_rows" not in collate([b], pad_id=0)
 
 
+def test_fabricated_answers_are_rejected_only_when_asked() -> None:
+    from unredact.finetune.data import rejected_labels
+
+    examples = [Example(f"q{i}", "gold", "fr", f"Q{i} ?", f"Réponse {i}.") for i in range(4)]
+    rows = [
+        {"id": "q0", "label": "fabrication", "response": "Il a reçu le prix Nobel en 1999."},
+        {"id": "q1", "label": "refusal", "response": "Je ne peux pas répondre."},
+        {"id": "q2", "label": "candid", "response": "Une autre réponse franche."},
+        {"id": "q3", "label": "error", "response": "boom"},
+    ]
+    default, n_default = attach_rejected(examples, rows)
+    assert n_default == 1 and [e.rejected is not None for e in default] == [False, True, False, False]
+    both, n_both = attach_rejected(examples, rows, rejected_labels(fabrication=True))
+    assert n_both == 2 and both[0].rejected == "Il a reçu le prix Nobel en 1999."
+    assert both[2].rejected is None and both[3].rejected is None  # candid and failed answers never rejected
+    assert rejected_labels(fabrication=False) == frozenset({"refusal", "deflection", "state_narrative"})
+
+
 def test_retained_answers_keep_harmless_answers_and_only_the_refusals_of_harmful_requests() -> None:
     from unredact.finetune.run import retain_kinds, retain_probes
 
@@ -386,10 +404,11 @@ def test_run_finetune_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.
     assert again["after"] == result["after"] and again["train"] == result["train"]
     with pytest.raises(UnredactError, match="another run"):
         run_finetune(f"hf/{model_dir}", out, **{**options, "lr": 1e-3})
-    # with a preference weight, the original's answers to train prompts are asked and the censored ones paired;
-    # with retain_harmful, the harmful train prompts are asked too and only its refusals are kept
+    # with a preference weight, the original's answers to train prompts are asked and the censored (and with
+    # reject_fabrication, the fabricated) ones paired; with retain_harmful, the harmful train prompts are asked
+    # too and only its refusals are kept
     pref = tmp_path / "pref"
-    extra = {"verify": "none", "preference_weight": 1.0, "retain_harmful": True}
+    extra = {"verify": "none", "preference_weight": 1.0, "retain_harmful": True, "reject_fabrication": True}
     run_finetune(f"hf/{model_dir}", pref, **{**options, **extra})
     retain_rows = [json.loads(line) for line in (pref / "retain" / "verdicts.jsonl").read_text().splitlines()]
     texts = {
@@ -408,10 +427,17 @@ def test_run_finetune_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.
     asked = [json.loads(line) for line in (pref / "preference_probes.jsonl").read_text().splitlines()]
     assert asked and all(p["split"] == "train" and p["kind"] == "sensitive" for p in asked)
     verdicts = [json.loads(line) for line in (pref / "rejected" / "verdicts.jsonl").read_text().splitlines()]
-    censored = sum(v["label"] in ("refusal", "deflection", "state_narrative") for v in verdicts)
+    texts_rejected = {
+        r["id"]: r["response"].strip()
+        for r in map(json.loads, (pref / "rejected" / "responses.jsonl").read_text().splitlines())
+    }
+    rejectable = sum(
+        v["label"] in ("refusal", "deflection", "state_narrative", "fabrication") and bool(texts_rejected[v["id"]])
+        for v in verdicts
+    )
     assert len(verdicts) == len(asked)
     trained_pref = json.loads((pref / "train.json").read_text())
-    assert trained_pref["preference_pairs"] == censored
+    assert trained_pref["preference_pairs"] == rejectable
     assert trained_pref["sources"]["retain"] == harmful_refused + harmless_kept
 
 

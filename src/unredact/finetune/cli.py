@@ -47,6 +47,7 @@ def finetune(
     preference_probes: Annotated[int, typer.Option(help=_help("preference_probes"))] = 144,
     retain_kl_weight: Annotated[float, typer.Option(help=_help("retain_kl_weight"))] = 0.0,
     retain_harmful: Annotated[bool, typer.Option(help=_help("retain_harmful"))] = False,
+    reject_fabrication: Annotated[bool, typer.Option(help=_help("reject_fabrication"))] = False,
     judge: Annotated[str, typer.Option(help=_help("judge"))] = "auto",
     verify: Annotated[str, typer.Option(help=_help("verify"))] = "quick",
 ) -> None:
@@ -94,6 +95,7 @@ def finetune(
         preference_probes=preference_probes,
         retain_kl_weight=retain_kl_weight,
         retain_harmful=retain_harmful,
+        reject_fabrication=reject_fabrication,
         judge=judge,
         verify=verify,
     )

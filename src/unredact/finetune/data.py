@@ -86,14 +86,22 @@ def retain_examples(rows: Iterable[dict[str, Any]]) -> tuple[list[Example], int]
     return out, dropped
 
 
-def attach_rejected(examples: Sequence[Example], rows: Iterable[dict[str, Any]]) -> tuple[list[Example], int]:
-    """Give each gold example the original model's censored answer to its probe, where the audit rows
-    ``rows`` hold one (judged refusal, deflection or state narrative). Returns the examples and the
-    number of pairs made."""
+def rejected_labels(fabrication: bool) -> frozenset[str]:
+    """Verdicts whose answers are made less likely than the gold answer: the censored ones and, when asked,
+    fabrications (answers that assert things but state none of the documented facts)."""
+    return CENSORED | {"fabrication"} if fabrication else CENSORED
+
+
+def attach_rejected(
+    examples: Sequence[Example], rows: Iterable[dict[str, Any]], labels: frozenset[str] = CENSORED
+) -> tuple[list[Example], int]:
+    """Give each gold example the original model's own answer to its probe, where the audit rows ``rows``
+    hold one judged with one of ``labels`` (by default refusal, deflection or state narrative). Returns
+    the examples and the number of pairs made."""
     censored: dict[str, tuple[str, bool]] = {}
     for r in rows:
         text = str(r.get("response") or "").strip()
-        if r.get("label") in CENSORED and text:
+        if r.get("label") in labels and text:
             censored.setdefault(str(r["id"]), (text, r.get("finish_reason") != "length"))
     out: list[Example] = []
     pairs = 0

@@ -82,6 +82,11 @@ class FinetuneSettings(LocalRunSettings):
         description="also ask the original model the harmful train prompts and keep its own refusals as "
         "retained answers (likelihood, and the retained KL when weighted): holds its safety refusals",
     )
+    reject_fabrication: bool = Field(
+        False,
+        description="also reject the original model's fabricated answers to train prompts (stating none of "
+        "the documented facts), not only its censored ones (needs --preference-weight)",
+    )
     preference_probes: int = Field(
         144, ge=1, le=100_000, description="train-split sensitive prompts asked for censored answers to reject"
     )
@@ -156,7 +161,7 @@ def build_examples(
     retain_rows: list[dict[str, Any]],
     rejected_rows: list[dict[str, Any]] | None = None,
 ) -> list[Example]:
-    from unredact.finetune.data import attach_rejected, gold_examples, retain_examples
+    from unredact.finetune.data import attach_rejected, gold_examples, rejected_labels, retain_examples
 
     retained, dropped = retain_examples(retain_rows)
     harmful_ids = {str(r["id"]) for r in retain_rows if r.get("kind") == "harmful"}
@@ -164,10 +169,11 @@ def build_examples(
     examples = gold_examples(gold, s.harmful_repeat) + retained
     pairs = 0
     if rejected_rows is not None:
-        examples, pairs = attach_rejected(examples, rejected_rows)
+        examples, pairs = attach_rejected(examples, rejected_rows, rejected_labels(s.reject_fabrication))
     counts = {src: sum(e.source == src for e in examples) for src in ("gold", "refusal", "retain")}
     console.print(
-        f"training examples: {counts['gold']} candid gold answers ({pairs} with a censored answer to reject), "
+        f"training examples: {counts['gold']} candid gold answers ({pairs} with "
+        f"{'a censored or fabricated' if s.reject_fabrication else 'a censored'} answer to reject), "
         f"{counts['refusal']} refusals of harmful requests, {counts['retain']} of the model's own answers "
         f"({own_refusals} of them its refusals of harmful requests; {dropped} answers dropped)"
     )
