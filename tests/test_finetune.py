@@ -203,6 +203,8 @@ def test_rejected_answers_pair_only_censored_answers_with_gold() -> None:
 
 def test_fabricated_answers_are_rejected_only_when_asked() -> None:
     from unredact.finetune.data import rejected_labels
+    from unredact.finetune.run import FinetuneSettings
+    from unredact.validation import validate_settings
 
     examples = [Example(f"q{i}", "gold", "fr", f"Q{i} ?", f"Réponse {i}.") for i in range(4)]
     rows = [
@@ -217,6 +219,8 @@ def test_fabricated_answers_are_rejected_only_when_asked() -> None:
     assert n_both == 2 and both[0].rejected == "Il a reçu le prix Nobel en 1999."
     assert both[2].rejected is None and both[3].rejected is None  # candid and failed answers never rejected
     assert rejected_labels(fabrication=False) == frozenset({"refusal", "deflection", "state_narrative"})
+    with pytest.raises(UnredactError, match="needs --preference-weight"):
+        validate_settings(FinetuneSettings, {"model": "demo/qwen2.5-coder-0.5b", "reject_fabrication": True})
 
 
 def test_retained_answers_keep_harmless_answers_and_only_the_refusals_of_harmful_requests() -> None:

@@ -85,4 +85,6 @@ def validate_settings(model: type[M], data: dict[str, Any], what: str = "setting
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(x) for x in err["loc"])
-        raise UnredactError(f"invalid {what} {loc}: {err['msg']}") from exc
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        # a check across fields (model validator) has no location: its message names the options
+        raise UnredactError(f"invalid {what} {loc}: {msg}" if loc else msg) from exc

@@ -84,9 +84,9 @@ def _preference_lines(s: FinetuneSettings, trained: dict[str, Any]) -> list[str]
     pairs = trained.get("preference_pairs", 0)
     if s.preference_weight <= 0 or not pairs:
         return []
+    rejected = "censored or fabricated" if s.reject_fabrication else "censored"
     return [
         f"Preference term (odds ratio, weight {s.preference_weight:g}): {pairs} gold answers were paired with the "
-        f"original model's own {'censored or fabricated' if s.reject_fabrication else 'censored'} answer to the "
-        f"same train prompt (out of {s.preference_probes} prompts "
+        f"original model's own {rejected} answer to the same train prompt (out of {s.preference_probes} prompts "
         "asked), which training made less likely than the gold answer.",
     ]

@@ -98,15 +98,15 @@ def attach_rejected(
     """Give each gold example the original model's own answer to its probe, where the audit rows ``rows``
     hold one judged with one of ``labels`` (by default refusal, deflection or state narrative). Returns
     the examples and the number of pairs made."""
-    censored: dict[str, tuple[str, bool]] = {}
+    rejectable: dict[str, tuple[str, bool]] = {}
     for r in rows:
         text = str(r.get("response") or "").strip()
         if r.get("label") in labels and text:
-            censored.setdefault(str(r["id"]), (text, r.get("finish_reason") != "length"))
+            rejectable.setdefault(str(r["id"]), (text, r.get("finish_reason") != "length"))
     out: list[Example] = []
     pairs = 0
     for ex in examples:
-        hit = censored.get(ex.key) if ex.source == "gold" else None
+        hit = rejectable.get(ex.key) if ex.source == "gold" else None
         if hit is None or hit[0] == ex.answer:
             out.append(ex)
             continue

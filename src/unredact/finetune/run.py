@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from unredact import __version__
 from unredact.errors import UnredactError
@@ -94,6 +94,12 @@ class FinetuneSettings(LocalRunSettings):
     resumable_changes: ClassVar[frozenset[str]] = frozenset(
         {"batch_size", "device", "verify", "checkpoint_every", "micro_batch_size"}
     )
+
+    @model_validator(mode="after")
+    def _rejection_needs_the_term(self) -> FinetuneSettings:
+        if self.reject_fabrication and self.preference_weight <= 0:
+            raise ValueError("--reject-fabrication needs --preference-weight > 0 (it widens the preference term)")
+        return self
 
     def lora_options(self, n_layers: int) -> Any:
         from unredact.finetune.train import LoraOptions, parse_layers
