@@ -352,6 +352,12 @@ def test_lora_layers_select_where_adapters_go() -> None:
     assert names and all(".layers.1." in n for n in names)
 
 
+def _answer_texts(audit_dir: Path) -> dict[str, str]:
+    """Probe id -> stripped answer of an audit directory's responses.jsonl."""
+    rows = map(json.loads, (audit_dir / "responses.jsonl").read_text().splitlines())
+    return {r["id"]: r["response"].strip() for r in rows}
+
+
 def test_run_finetune_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from transformers import AutoModelForCausalLM
 
@@ -415,10 +421,7 @@ def test_run_finetune_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.
     extra = {"verify": "none", "preference_weight": 1.0, "retain_harmful": True, "reject_fabrication": True}
     run_finetune(f"hf/{model_dir}", pref, **{**options, **extra})
     retain_rows = [json.loads(line) for line in (pref / "retain" / "verdicts.jsonl").read_text().splitlines()]
-    texts = {
-        r["id"]: r["response"].strip()
-        for r in map(json.loads, (pref / "retain" / "responses.jsonl").read_text().splitlines())
-    }
+    texts = _answer_texts(pref / "retain")
     harmful_refused = sum(
         v["id"].startswith("harmful-") and v["label"] == "refusal" for v in retain_rows if texts[v["id"]]
     )
@@ -431,10 +434,7 @@ def test_run_finetune_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.
     asked = [json.loads(line) for line in (pref / "preference_probes.jsonl").read_text().splitlines()]
     assert asked and all(p["split"] == "train" and p["kind"] == "sensitive" for p in asked)
     verdicts = [json.loads(line) for line in (pref / "rejected" / "verdicts.jsonl").read_text().splitlines()]
-    texts_rejected = {
-        r["id"]: r["response"].strip()
-        for r in map(json.loads, (pref / "rejected" / "responses.jsonl").read_text().splitlines())
-    }
+    texts_rejected = _answer_texts(pref / "rejected")
     rejectable = sum(
         v["label"] in ("refusal", "deflection", "state_narrative", "fabrication") and bool(texts_rejected[v["id"]])
         for v in verdicts

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from unredact import __version__
+from unredact.finetune.data import rejected_kind
 from unredact.whitebox.card import before_after_section, censorship_target_line, public_spec, reproduce_command
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ def _preference_lines(s: FinetuneSettings, trained: dict[str, Any]) -> list[str]
     pairs = trained.get("preference_pairs", 0)
     if s.preference_weight <= 0 or not pairs:
         return []
-    rejected = "censored or fabricated" if s.reject_fabrication else "censored"
+    rejected = rejected_kind(s.reject_fabrication)
     return [
         f"Preference term (odds ratio, weight {s.preference_weight:g}): {pairs} gold answers were paired with the "
         f"original model's own {rejected} answer to the same train prompt (out of {s.preference_probes} prompts "

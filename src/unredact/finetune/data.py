@@ -92,6 +92,11 @@ def rejected_labels(fabrication: bool) -> frozenset[str]:
     return CENSORED | {"fabrication"} if fabrication else CENSORED
 
 
+def rejected_kind(fabrication: bool) -> str:
+    """How the rejected answers are named in messages and the model card."""
+    return "censored or fabricated" if fabrication else "censored"
+
+
 def attach_rejected(
     examples: Sequence[Example], rows: Iterable[dict[str, Any]], labels: frozenset[str] = CENSORED
 ) -> tuple[list[Example], int]:

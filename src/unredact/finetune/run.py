@@ -167,7 +167,7 @@ def build_examples(
     retain_rows: list[dict[str, Any]],
     rejected_rows: list[dict[str, Any]] | None = None,
 ) -> list[Example]:
-    from unredact.finetune.data import attach_rejected, gold_examples, rejected_labels, retain_examples
+    from unredact.finetune.data import attach_rejected, gold_examples, rejected_kind, rejected_labels, retain_examples
 
     retained, dropped = retain_examples(retain_rows)
     harmful_ids = {str(r["id"]) for r in retain_rows if r.get("kind") == "harmful"}
@@ -178,8 +178,8 @@ def build_examples(
         examples, pairs = attach_rejected(examples, rejected_rows, rejected_labels(s.reject_fabrication))
     counts = {src: sum(e.source == src for e in examples) for src in ("gold", "refusal", "retain")}
     console.print(
-        f"training examples: {counts['gold']} candid gold answers ({pairs} with "
-        f"{'a censored or fabricated' if s.reject_fabrication else 'a censored'} answer to reject), "
+        f"training examples: {counts['gold']} candid gold answers ({pairs} with a "
+        f"{rejected_kind(s.reject_fabrication)} answer to reject), "
         f"{counts['refusal']} refusals of harmful requests, {counts['retain']} of the model's own answers "
         f"({own_refusals} of them its refusals of harmful requests; {dropped} answers dropped)"
     )
