@@ -352,6 +352,22 @@ def test_lora_layers_select_where_adapters_go() -> None:
     assert names and all(".layers.1." in n for n in names)
 
 
+def test_lora_layers_follow_an_arch_override() -> None:
+    from unredact.whitebox.arch import arch_from_text
+
+    base = tiny_model("qwen2", len(tiny_tokenizer()))
+    base.model.blocks = base.model.layers  # a layout outside the table: the decoder layers under another name
+    del base.model.layers
+    base.config.model_type = "mystery"
+    with pytest.raises(UnredactError, match="--arch"):
+        attach_lora(base, LoraOptions(rank=2, layers=(1,)))
+    arch = arch_from_text(base, "layers=model.blocks,attn_out=self_attn.o_proj,mlp_out=mlp.down_proj")
+    model = attach_lora(base, LoraOptions(rank=2, layers=(1,)), arch=arch)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert names and all(".blocks.1." in n for n in names)
+    assert {n.split(".blocks.1.")[1].split(".lora_")[0] for n in names} >= {"self_attn.q_proj", "mlp.down_proj"}
+
+
 def _answer_texts(audit_dir: Path) -> dict[str, str]:
     """Probe id -> stripped answer of an audit directory's responses.jsonl."""
     rows = map(json.loads, (audit_dir / "responses.jsonl").read_text().splitlines())

@@ -332,6 +332,12 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     assert isinstance(result.exception, UnredactError) and "local weights" in str(result.exception)
     result = CliRunner().invoke(app, ["remove", "--trials", "0", "--out", str(tmp_path / "r")])
     assert isinstance(result.exception, UnredactError) and "trials" in str(result.exception)
+    result = CliRunner().invoke(app, ["remove", "--arch", "layerz=model.layers", "--out", str(tmp_path / "r")])
+    assert isinstance(result.exception, UnredactError)
+    assert str(result.exception) == (
+        "invalid setting arch: unknown --arch key 'layerz': expected one of layers, attn_out, mlp_out, norm, embed"
+    )
+    assert not (tmp_path / "r").exists()  # refused before anything is written
 
 
 def test_every_setting_is_a_cli_option_with_the_same_default() -> None:

@@ -22,6 +22,7 @@ from unredact.whitebox.ablation import (  # noqa: E402
     orthogonal_projection_delta,
 )
 from unredact.whitebox.arch import (  # noqa: E402
+    arch_from_text,
     decoder_layers,
     embedding,
     final_norm,
@@ -199,6 +200,17 @@ def test_unknown_model_type_and_override() -> None:
         resolve_arch(model, {**override, "attn_out": "self_attn.nope"})
     with pytest.raises(UnredactError, match="ModuleList"):
         resolve_arch(model, {**override, "layers": "model.norm"})
+    # what `remove --arch` does with the option's text: the edit then reaches every writer
+    with pytest.raises(UnredactError, match="unsupported model_type 'mystery'"):
+        arch_from_text(model, None)
+    deltas = AblationDeltas(
+        model, arch_from_text(model, "layers=model.layers,attn_out=self_attn.o_proj,mlp_out=mlp.down_proj")
+    )
+    assert len(deltas.target_names()) == 2 * N_LAYERS
+    assert deltas.target_names()[:2] == [
+        "model.layers.0.self_attn.o_proj.weight",
+        "model.layers.0.mlp.down_proj.weight",
+    ]
 
 
 def test_parse_arch_override() -> None:

@@ -50,6 +50,7 @@ def finetune(
     reject_fabrication: Annotated[bool, typer.Option(help=_help("reject_fabrication"))] = False,
     judge: Annotated[str, typer.Option(help=_help("judge"))] = "auto",
     verify: Annotated[str, typer.Option(help=_help("verify"))] = "quick",
+    arch: Annotated[str | None, typer.Option(help=_help("arch"))] = None,
 ) -> None:
     """Fine-tune political censorship away (LoRA SFT on candid gold answers), keeping safety refusals.
 
@@ -98,4 +99,5 @@ def finetune(
         reject_fabrication=reject_fabrication,
         judge=judge,
         verify=verify,
+        arch=arch,
     )

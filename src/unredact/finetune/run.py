@@ -190,9 +190,10 @@ def train_stage(backend: HFBackend, s: FinetuneSettings, examples: list[Example]
     """Attach LoRA, train (resumably) or reload the finished adapter, and return the training record."""
     from unredact.finetune.data import tokenize
     from unredact.finetune.train import ADAPTER_FILE, attach_lora, load_adapter_state, train
-    from unredact.whitebox.arch import decoder_layers
+    from unredact.whitebox.arch import arch_from_text, decoder_layers
 
-    peft_model = attach_lora(backend.model, s.lora_options(len(decoder_layers(backend.model))), s.seed)
+    arch = arch_from_text(backend.model, s.arch)
+    peft_model = attach_lora(backend.model, s.lora_options(len(decoder_layers(backend.model, arch))), s.seed, arch)
     done_path, adapter = out / TRAIN_DONE, out / ADAPTER_DIR
     gold_sha = _gold_sha(s.gold)
     if done_path.is_file() and (adapter / ADAPTER_FILE).is_file():

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from peft import PeftModel
     from torch import nn
 
+    from unredact.whitebox.arch import ArchSpec
+
 CHECKPOINT = "checkpoint"
 LOG = "train_log.jsonl"
 ADAPTER_FILE = "adapter_model.safetensors"
@@ -61,8 +63,12 @@ class TrainOptions:
     retain_kl_weight: float = 0.0  # weight of KL(original || tuned) on the retained answers' tokens
 
 
-def attach_lora(model: nn.Module, opts: LoraOptions, seed: int = 0) -> PeftModel:
-    """Wrap ``model`` with fresh LoRA adapters (float32, seeded init); the base weights stay frozen."""
+def attach_lora(model: nn.Module, opts: LoraOptions, seed: int = 0, arch: ArchSpec | None = None) -> PeftModel:
+    """Wrap ``model`` with fresh LoRA adapters (float32, seeded init); the base weights stay frozen.
+
+    ``arch`` (default: the architecture table's entry) says where the decoder layers are, for adapters
+    on some layers only: their module names and the layer-list name peft matches (``layers`` in
+    ``model.layers.3.mlp``)."""
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -70,8 +76,14 @@ def attach_lora(model: nn.Module, opts: LoraOptions, seed: int = 0) -> PeftModel
     targets: str | list[str] = (
         opts.target_modules if isinstance(opts.target_modules, str) else list(opts.target_modules)
     )
-    if targets == "all-linear" and opts.layers is not None:
-        targets = decoder_linear_names(model)  # peft selects layers only with explicit module names
+    layers_pattern = None
+    if opts.layers is not None:
+        from unredact.whitebox.arch import resolve_arch
+
+        spec = arch or resolve_arch(model)
+        layers_pattern = spec.layers.rsplit(".", 1)[-1]
+        if targets == "all-linear":
+            targets = decoder_linear_names(model, spec)  # peft selects layers only with explicit module names
     try:
         config = LoraConfig(
             r=opts.rank,
@@ -79,6 +91,7 @@ def attach_lora(model: nn.Module, opts: LoraOptions, seed: int = 0) -> PeftModel
             lora_dropout=opts.dropout,
             target_modules=targets,
             layers_to_transform=list(opts.layers) if opts.layers is not None else None,
+            layers_pattern=layers_pattern,
             task_type="CAUSAL_LM",
         )
         peft_model = get_peft_model(model, config, autocast_adapter_dtype=True)  # type: ignore[arg-type]
@@ -90,13 +103,13 @@ def attach_lora(model: nn.Module, opts: LoraOptions, seed: int = 0) -> PeftModel
     return peft_model
 
 
-def decoder_linear_names(model: nn.Module) -> list[str]:
+def decoder_linear_names(model: nn.Module, arch: ArchSpec | None = None) -> list[str]:
     """Names (last component) of the linear modules inside the decoder layers, e.g. q_proj ... down_proj."""
     from torch import nn
 
     from unredact.whitebox.arch import decoder_layers
 
-    names = {n.rsplit(".", 1)[-1] for layer in decoder_layers(model) for n, m in layer.named_modules()
+    names = {n.rsplit(".", 1)[-1] for layer in decoder_layers(model, arch) for n, m in layer.named_modules()
              if isinstance(m, nn.Linear)}  # fmt: skip
     if not names:
         raise UnredactError("no linear modules found in the decoder layers; pass --lora-targets")

@@ -188,6 +188,11 @@ def resolve_arch(model: nn.Module, override: dict[str, Any] | None = None) -> Ar
     return spec
 
 
+def arch_from_text(model: nn.Module, override: str | None) -> ArchSpec:
+    """The model's table entry with an ``--arch`` override (``layers=...,attn_out=...``) applied when given."""
+    return resolve_arch(model, parse_arch_override(override) if override else None)
+
+
 def _check(model: nn.Module, spec: ArchSpec) -> None:
     layers = get_path(model, spec.layers)
     if not isinstance(layers, nn.ModuleList) or len(layers) == 0:

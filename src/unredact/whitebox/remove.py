@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from unredact import __version__
 from unredact.errors import UnredactError
@@ -66,9 +66,27 @@ class LocalRunSettings(BaseModel):
     verify: Literal["none", "smoke", "quick", "full"] = Field(
         "quick", description="verification of the exported model against the original (profile, or none)"
     )
+    arch: str | None = Field(
+        None,
+        description="module paths for a model outside the architecture table (or to override it): "
+        "layers=model.layers,attn_out=self_attn.o_proj,mlp_out=mlp.down_proj[,norm=...,embed=...]",
+    )
 
     #: settings a resumed run may change
     resumable_changes: ClassVar[frozenset[str]] = frozenset({"batch_size", "device", "verify"})
+
+    @field_validator("arch")
+    @classmethod
+    def _arch_parses(cls, value: str | None) -> str | None:
+        from unredact.whitebox.arch import parse_arch_override
+
+        if value is None or not value.strip():
+            return None
+        try:
+            parse_arch_override(value)
+        except UnredactError as err:
+            raise ValueError(str(err)) from err
+        return value.strip()
 
     def identity(self) -> dict[str, Any]:
         """Fields a resumed run must share with the run on disk."""
@@ -118,6 +136,7 @@ class RemoveSettings(LocalRunSettings):
             "proxy_depth",
             "judge",
             "audit_run",
+            "arch",
         ]
         return {k: getattr(self, k) for k in keep}
 
@@ -490,6 +509,7 @@ def run_remove(
 def _run(s: RemoveSettings, out: Path) -> RemoveResult:
     from unredact.probes.loader import load_probes, write_probe_file
     from unredact.whitebox.ablation import AblationDeltas
+    from unredact.whitebox.arch import arch_from_text
     from unredact.whitebox.search import AblationParams, prepare_search_data, run_search
 
     check_local(s.model)
@@ -502,7 +522,7 @@ def _run(s: RemoveSettings, out: Path) -> RemoveResult:
 
     stages.start("load", f"loading {s.model}")
     backend = load_local_backend(s)
-    deltas = AblationDeltas(backend.model)
+    deltas = AblationDeltas(backend.model, arch_from_text(backend.model, s.arch))
 
     stages.start("baseline", "1/7 baseline audits of the original model (dev, test)")
     common = {"label": s.model, "probe_file": probe_file}
