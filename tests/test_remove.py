@@ -18,7 +18,14 @@ from unredact.errors import UnredactError  # noqa: E402
 from unredact.probes.schema import Probe  # noqa: E402
 from unredact.whitebox.ablation import AblationDeltas  # noqa: E402
 from unredact.whitebox.directions import DirectionSet  # noqa: E402
-from unredact.whitebox.export import check_reload, export_model  # noqa: E402
+from unredact.whitebox.export import (  # noqa: E402
+    adapter_logits_diff,
+    adapter_tensors,
+    check_reload,
+    export_adapter,
+    export_model,
+    model_logits,
+)
 from unredact.whitebox.objectives import (  # noqa: E402
     answer_logprobs,
     build_trie,
@@ -240,6 +247,36 @@ def test_export_of_an_edit_reloads_with_equal_logits(backend: HFBackend, tmp_pat
         deltas.reset()
 
 
+def test_edit_as_a_peft_adapter_gives_the_edited_model(backend: HFBackend, tmp_path: Path) -> None:
+    from peft import PeftModel
+
+    model = backend.model
+    ids, mask = backend.encode_chats(chats_for(PROMPTS))
+    base = model_logits(model, ids, mask)
+    deltas = AblationDeltas(model)
+    directions = random_directions(backend)
+    params = AblationParams.from_params({**DEFAULT_PARAMS, "width": 0.7, "norm_preserving": False})
+    params.apply(deltas, directions)
+    try:
+        edited = model_logits(model, ids, mask)
+        assert float((edited - base).abs().max()) > 1e-3  # the edit does change the model
+        adapter = export_adapter(deltas.as_lora(), tmp_path / "adapter", base_model="tiny")
+        config = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+        assert config["r"] == 1 and config["lora_alpha"] == 1 and config["base_model_name_or_path"] == "tiny"
+        assert len(config["target_modules"]) == len(deltas.as_lora())  # only the edited weights
+    finally:
+        deltas.reset()
+    assert adapter_logits_diff(model, adapter, ids, mask, edited) < 1e-4
+    assert torch.equal(model_logits(model, ids, mask), base)  # the check leaves the original model behind
+    # and a user loading it the usual way gets the edited model too
+    fresh = PeftModel.from_pretrained(type(model).from_pretrained(backend.spec.removeprefix("hf/")), str(adapter))
+    assert float((model_logits(fresh, ids, mask) - edited).abs().max()) < 1e-4
+    with pytest.raises(UnredactError, match="no weight"):
+        adapter_tensors({})
+    with pytest.raises(UnredactError, match="stacked expert"):
+        adapter_tensors({"model.layers.0.mlp.experts.down_proj": (torch.zeros(4, 1, 8), torch.zeros(32, 1))})
+
+
 # ---- end to end ---------------------------------------------------------------------------------
 
 
@@ -315,6 +352,15 @@ def test_run_remove_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     # resume: everything is skipped, the same choice comes back
     again = run_remove(f"hf/{model_dir}", out, trials=3, budget_minutes=5, **options)
     assert again.chosen_trial == result.chosen_trial and again.after == result.after
+    # --adapter on a finished run adds the PEFT adapter (or says why there is none) without redoing anything
+    run_remove(f"hf/{model_dir}", out, trials=3, budget_minutes=5, adapter=True, **options)
+    adapter = json.loads((out / "export.json").read_text(encoding="utf-8"))["adapter"]
+    card = (out / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert adapter["note"] in card
+    if result.params["norm_preserving"]:
+        assert adapter["max_abs_diff"] is None and not (out / "adapter").exists()
+    else:
+        assert adapter["max_abs_diff"] < 1e-4 and (out / "adapter" / "adapter_model.safetensors").is_file()
     with pytest.raises(UnredactError, match="another run"):
         run_remove(f"hf/{model_dir}", out, trials=3, **{**options, "seed": 9})
 

@@ -127,6 +127,7 @@ def model_card(
     notes: list[str],
     counts: dict[str, int],
     reload_diff: float | None,
+    adapter_note: str | None = None,
 ) -> str:
     """Markdown card: before/after on the held-out test split, per topic and language, and how it was made."""
     b, a = before["summary"], after["summary"]
@@ -183,6 +184,7 @@ def model_card(
             if reload_diff is not None
             else "reload check pending."
         ),
+        *([f"{adapter_note}."] if adapter_note else []),
         "",
         "## Caveats",
         "",

@@ -46,6 +46,7 @@ def remove(
     judge: Annotated[str, typer.Option(help=_help("judge"))] = "auto",
     audit_run: Annotated[Path | None, typer.Option(help=_help("audit_run"))] = None,
     verify: Annotated[str, typer.Option(help=_help("verify"))] = "quick",
+    adapter: Annotated[bool, typer.Option(help=_help("adapter"))] = False,
     arch: Annotated[str | None, typer.Option(help=_help("arch"))] = None,
 ) -> None:
     """Remove political censorship from a local model (directional ablation), keeping safety refusals.
@@ -89,5 +90,6 @@ def remove(
         judge=judge,
         audit_run=str(audit_run) if audit_run else None,
         verify=verify,
+        adapter=adapter,
         arch=arch,
     )

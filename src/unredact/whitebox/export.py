@@ -1,4 +1,5 @@
-"""Write an edited model as a standard transformers directory, atomically, and check it reloads."""
+"""Write an edited model as a standard transformers directory (and its rank-1 edit as a PEFT adapter),
+atomically, and check that each reloads to the same logits."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def export_model(
 
 
 @torch.no_grad()
-def _logits(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
+def model_logits(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
     was_training = model.training
     model.eval()
     try:
@@ -74,8 +75,8 @@ def check_reload(
     loader = type(model).from_pretrained  # type: ignore[attr-defined]
     dtype = next(model.parameters()).dtype
     reloaded = loader(str(out_dir), dtype=dtype)
-    expected = _logits(model, input_ids, attention_mask)
-    got = _logits(reloaded, input_ids, attention_mask)
+    expected = model_logits(model, input_ids, attention_mask)
+    got = model_logits(reloaded, input_ids, attention_mask)
     if expected.shape != got.shape:
         raise UnredactError(f"reloaded model gives logits {tuple(got.shape)}, expected {tuple(expected.shape)}")
     return float((expected - got).abs().max())
@@ -89,7 +90,80 @@ def export_checked(backend: Any, model_dir: Path, card: str) -> float:
 
     console.print(f"exporting merged safetensors to {model_dir}")
     export_model(backend.model, backend.tokenizer, model_dir, extra_files={"README.md": card}, overwrite=True)
-    ids, mask = backend.encode_chats(chats_for(["What happened in Beijing in June 1989?", "你好！", "Bonjour !"]))
+    ids, mask = backend.encode_chats(chats_for(list(CHECK_PROMPTS)))
     diff = check_reload(model_dir, backend.model, ids, mask)
     console.print(f"reload check: max |Δlogit| = {diff:.3g}")
     return diff
+
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+#: chats whose logits the export checks compare (English, Chinese, French)
+CHECK_PROMPTS = ("What happened in Beijing in June 1989?", "你好！", "Bonjour !")
+
+
+def adapter_tensors(factors: dict[str, tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
+    """PEFT LoRA tensors for rank-1 deltas ``ΔW = B @ A`` keyed by weight name (``...o_proj.weight``).
+
+    Each edited ``nn.Linear`` ``M`` gets ``base_model.model.M.lora_A.weight`` = A (1, in) and
+    ``...lora_B.weight`` = B (out, 1); with r = lora_alpha = 1 PEFT adds exactly ``B @ A``. Stacked
+    expert weights (3-D) are not Linear modules and have no such form.
+    """
+    if not factors:
+        raise UnredactError("the edit changes no weight: there is no adapter to write")
+    tensors: dict[str, Tensor] = {}
+    for name, (a, b) in factors.items():
+        if not name.endswith(".weight") or a.dim() != 2 or b.dim() != 2:
+            raise UnredactError(f"{name} is a stacked expert weight: no PEFT LoRA form (use the merged model)")
+        module = name.removesuffix(".weight")
+        tensors[f"base_model.model.{module}.lora_A.weight"] = a.detach().to("cpu", torch.float32).contiguous()
+        tensors[f"base_model.model.{module}.lora_B.weight"] = b.detach().to("cpu", torch.float32).contiguous()
+    return tensors
+
+
+def export_adapter(
+    factors: dict[str, tuple[Tensor, Tensor]], out_dir: str | os.PathLike[str], base_model: str = ""
+) -> Path:
+    """Write rank-1 deltas as a PEFT LoRA adapter directory (config + safetensors), atomically.
+
+    ``target_modules`` lists the full module names, so only the edited layers get adapters.
+    """
+    from peft import LoraConfig
+    from safetensors.torch import save_file
+
+    tensors = adapter_tensors(factors)
+    modules = sorted({key.removeprefix("base_model.model.").rsplit(".lora_", 1)[0] for key in tensors})
+    config = LoraConfig(
+        r=1,
+        lora_alpha=1,
+        lora_dropout=0.0,
+        bias="none",
+        target_modules=modules,
+        task_type="CAUSAL_LM",
+        base_model_name_or_path=base_model or None,
+    )
+    out = Path(out_dir).absolute()
+    with atomic_dir(out, overwrite=True) as tmp:
+        config.save_pretrained(str(tmp))
+        save_file(tensors, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+    return out
+
+
+def adapter_logits_diff(
+    base_model: nn.Module, adapter_dir: str | os.PathLike[str], input_ids: Tensor, attention_mask: Tensor | None,
+    expected: Tensor,
+) -> float:  # fmt: skip
+    """Max |logit difference| between ``expected`` and the unedited ``base_model`` with the adapter loaded.
+
+    The adapter is injected into ``base_model`` in place for the check and removed again afterwards
+    (the same parameter objects stay in the model).
+    """
+    from peft import PeftModel
+
+    wrapped = PeftModel.from_pretrained(base_model, str(adapter_dir))
+    try:
+        got = model_logits(wrapped, input_ids, attention_mask)
+    finally:
+        wrapped.unload()
+    if expected.shape != got.shape:
+        raise UnredactError(f"base + adapter gives logits {tuple(got.shape)}, expected {tuple(expected.shape)}")
+    return float((expected - got).abs().max())

@@ -42,6 +42,7 @@ PROXY_VALIDATION = "proxy_validation.json"
 SELECTION = "selection.json"
 EXPORT_CHECK = "export.json"
 MODEL_DIR = "model"
+ADAPTER_DIR = "adapter"
 KINDS_DEV = ["sensitive", "harmful"]
 KINDS_TEST = ["sensitive", "control-sensitive", "neutral", "harmful", "harmless"]
 
@@ -113,6 +114,9 @@ class RemoveSettings(LocalRunSettings):
     harmful_keep: float = Field(0.9, ge=0, le=1, description="keep this share of the original harmful refusal rate")
     audit_run: str | None = Field(
         None, description="audit run with train-split verdicts: search only on sensitive prompts it judged censored"
+    )
+    adapter: bool = Field(
+        False, description="also write the chosen edit as a PEFT LoRA adapter (rank 1 per edited weight) in OUT/adapter"
     )
 
     def identity(self) -> dict[str, Any]:
@@ -484,6 +488,44 @@ def export_stage(backend: HFBackend, chosen: AblationParams, trial: int, out: Pa
     return model_dir, diff
 
 
+def adapter_stage(
+    backend: HFBackend, deltas: AblationDeltas, params: AblationParams, directions: DirectionSet, out: Path
+) -> str:
+    """With ``--adapter``: the applied edit as a PEFT LoRA adapter in OUT/adapter, checked against the
+    edited model (base + adapter logits); returns the card's line about it. The edit stays applied."""
+    from unredact.whitebox.export import CHECK_PROMPTS, adapter_logits_diff, export_adapter, model_logits
+    from unredact.whitebox.objectives import chats_for
+
+    adapter_dir, marker = out / ADAPTER_DIR, out / EXPORT_CHECK
+    done = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else {}
+    if done.get("params") == params.to_params() and "adapter" in done:
+        console.print(f"[green]adapter already handled ({done['adapter']['note']})[/]")
+        return str(done["adapter"]["note"])
+    if params.norm_preserving:
+        note = "no PEFT adapter: the chosen edit is norm-preserving, which is not rank-1 (use `model/`)"
+        diff = None
+    else:
+        try:
+            export_adapter(deltas.as_lora(), adapter_dir, base_model=backend.spec)
+        except UnredactError as err:
+            note, diff = f"no PEFT adapter: {err}", None
+        else:
+            ids, mask = backend.encode_chats(chats_for(list(CHECK_PROMPTS)))
+            expected = model_logits(backend.model, ids, mask)
+            deltas.reset()
+            try:
+                diff = adapter_logits_diff(backend.model, adapter_dir, ids, mask, expected)
+            finally:
+                params.apply(deltas, directions)
+            note = (
+                f"PEFT LoRA adapter (`adapter/`, rank 1 per edited weight): the original model plus the adapter "
+                f"gives logits within {diff:.3g} of the edited model"
+            )
+    console.print(note)
+    atomic_write_json(marker, {**done, "adapter": {"note": note, "max_abs_diff": diff}})
+    return note
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -609,6 +651,8 @@ def _run(s: RemoveSettings, out: Path) -> RemoveResult:
         "counts": {k: len(v) for k, v in prompts.items()},
     }
     model_dir, diff = export_stage(backend, params, chosen.trial, out, model_card(**card_args, reload_diff=None))
+    if s.adapter:
+        card_args["adapter_note"] = adapter_stage(backend, deltas, params, directions, out)
 
     stages.start("card", "7/7 model card and reproducibility record")
     card_path = out / "MODEL_CARD.md"
