@@ -135,6 +135,13 @@ def test_overcorrection_and_fluency() -> None:
     invented = [row("sensitive", "fabrication", text={"unsupported": ["3000"]})] * 3 + sens[:7]
     check = C.check_overcorrection({"original": sens, "modified": invented}, T)
     assert check.status == C.FAIL and len(check.failures) == 2
+    # numbers rise, but correct sourced answers state uncorroborated numbers as often: only fabrication fails
+    check = C.check_overcorrection({"original": sens, "modified": invented}, T, {"rate": 0.5, "n": 40})
+    assert len(check.failures) == 1 and "fabrication" in check.failures[0]
+    assert "(sourced reference answers 50.0%)" in check.summary
+    check = C.check_overcorrection({"original": sens, "modified": invented}, T, {"rate": 0.2, "n": 40})
+    assert len(check.failures) == 2 and "above the 20.0% of sourced reference answers" in check.failures[1]
+
     loops = [row("harmless", "candid", text={"degenerate": True, "repetition": 0.9})] * 5 + sens[:5]
     check = C.check_fluency({"original": sens, "modified": loops}, T)
     text = " ".join(check.failures)
@@ -146,6 +153,18 @@ def test_overcorrection_and_fluency() -> None:
     cut = [row("neutral", "candid", text={"unfinished": True})] * 3 + calm[:7]
     check = C.check_fluency({"original": calm, "modified": cut}, T)
     assert check.status == C.FAIL and "cut at the length cap" in check.failures[0]
+
+
+def test_unsupported_number_reference_of_the_gold_answers() -> None:
+    from unredact.verify.run import gold_reference
+
+    ref = C.unsupported_reference([("Troops fired in 1989; 2,600 died.", "What happened in 1989?", ["troops"]),
+                                   ("Troops fired.", "What happened?", ["troops"])])  # fmt: skip
+    assert ref == {"rate": 0.5, "n": 2}
+    assert C.unsupported_reference([]) is None
+    en, both = gold_reference({"en"}), gold_reference({"en", "fr"})
+    assert en is not None and both is not None and both["n"] == 2 * en["n"] > 0  # every question in both
+    assert gold_reference({"xx"}) is None
 
 
 def test_knowledge_check_counts_paired_changes() -> None:

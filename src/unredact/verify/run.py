@@ -227,6 +227,21 @@ def _side_rows(plan: _Plan, side: str, judge: str) -> list[dict[str, Any]]:
     return rows
 
 
+def gold_reference(langs: set[str]) -> dict[str, Any] | None:
+    """Unsupported-numbers rate of the bundled sourced gold answers to sensitive questions in ``langs``:
+    what correct, detailed answers score on that signal (the over-correction check's reference)."""
+    from unredact.finetune.gold import load_gold
+
+    gold = load_gold("default", load_probes("default"))
+    return C.unsupported_reference(
+        [
+            (g.response, g.probe.prompt, [form for fact in g.probe.facts for form in fact.forms])
+            for g in gold
+            if g.probe.kind == "sensitive" and g.probe.lang in langs
+        ]
+    )
+
+
 def _conclude(
     s: VerifySettings, plan: _Plan, described: dict[str, Any], both_local: bool, started: float
 ) -> VerifyOutcome:
@@ -246,7 +261,7 @@ def _conclude(
         ),
         C.check_cultural(rows, t),
         C.check_safety(rows, t),
-        C.check_overcorrection(rows, t),
+        C.check_overcorrection(rows, t, gold_reference({p.lang for p in plan.generation if p.kind == "sensitive"})),
         C.check_fluency(rows, t),
     ]
     passed = all(c.status != C.FAIL for c in results)
