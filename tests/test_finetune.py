@@ -463,6 +463,9 @@ def test_run_finetune_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.
 
 def test_every_finetune_setting_is_a_cli_option_with_the_same_default() -> None:
     import inspect
+    import shlex
+
+    import typer
 
     from unredact.finetune.cli import finetune
     from unredact.finetune.run import FinetuneSettings
@@ -474,6 +477,15 @@ def test_every_finetune_setting_is_a_cli_option_with_the_same_default() -> None:
         assert params[name].default == info.get_default(call_default_factory=True), name
     command = reproduce_command(FinetuneSettings(epochs=3, gold="/x/my_gold.jsonl"), "finetune")
     assert command == "unredact finetune --model demo/qwen2.5-coder-0.5b --gold my_gold.jsonl --epochs 3"
+    flags = FinetuneSettings(preference_weight=1.0, reject_fabrication=True, retain_harmful=True, lora_layers="top:4")
+    command = reproduce_command(flags, "finetune")
+    assert command.endswith("--lora-layers top:4 --preference-weight 1.0 --retain-harmful --reject-fabrication")
+    # the line parses back into the same settings with the real command-line interface
+    app = typer.Typer()
+    app.command()(finetune)
+    app.command("noop")(lambda: None)
+    context = typer.main.get_command(app).commands["finetune"].make_context("finetune", shlex.split(command)[2:])
+    assert FinetuneSettings(**{k: v for k, v in context.params.items() if k != "out"}) == flags
 
 
 def test_bundled_gold_answers_cover_the_train_split_in_the_right_language() -> None:

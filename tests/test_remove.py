@@ -22,6 +22,7 @@ from unredact.whitebox.export import (  # noqa: E402
     adapter_logits_diff,
     adapter_tensors,
     check_reload,
+    compare_logits,
     export_adapter,
     export_model,
     model_logits,
@@ -266,7 +267,10 @@ def test_edit_as_a_peft_adapter_gives_the_edited_model(backend: HFBackend, tmp_p
         assert len(config["target_modules"]) == len(deltas.as_lora())  # only the edited weights
     finally:
         deltas.reset()
-    assert adapter_logits_diff(model, adapter, ids, mask, edited) < 1e-4
+    check = adapter_logits_diff(model, adapter, ids, mask, edited)
+    assert check["max_abs_diff"] < 1e-4 and check["argmax_agreement"] == 1.0 and abs(check["mean_kl"]) < 1e-6
+    off = compare_logits(edited, base, mask)  # the measure does see the edit
+    assert off["max_abs_diff"] > 1e-3 and off["mean_kl"] > 0
     assert torch.equal(model_logits(model, ids, mask), base)  # the check leaves the original model behind
     # and a user loading it the usual way gets the edited model too
     fresh = PeftModel.from_pretrained(type(model).from_pretrained(backend.spec.removeprefix("hf/")), str(adapter))
@@ -358,9 +362,10 @@ def test_run_remove_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     card = (out / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert adapter["note"] in card
     if result.params["norm_preserving"]:
-        assert adapter["max_abs_diff"] is None and not (out / "adapter").exists()
+        assert adapter["check"] is None and not (out / "adapter").exists()
     else:
-        assert adapter["max_abs_diff"] < 1e-4 and (out / "adapter" / "adapter_model.safetensors").is_file()
+        assert adapter["check"]["argmax_agreement"] == 1.0 and adapter["check"]["max_abs_diff"] < 1e-4
+        assert (out / "adapter" / "adapter_model.safetensors").is_file()
     with pytest.raises(UnredactError, match="another run"):
         run_remove(f"hf/{model_dir}", out, trials=3, **{**options, "seed": 9})
 

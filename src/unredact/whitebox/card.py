@@ -234,10 +234,14 @@ def reproduce_command(s: BaseModel, command: str = "remove") -> str:
         value, default = getattr(s, name), getattr(defaults, name)
         if name == "model" or value == default or value is None:
             continue
+        flag = f"--{name.replace('_', '-')}"
+        if isinstance(value, bool):  # typer's boolean options are --name / --no-name
+            parts.append(flag if value else f"--no-{flag[2:]}")
+            continue
         text = ",".join(value) if isinstance(value, list) else str(value)
         if name in PATH_SETTINGS:
             text = Path(text).name
-        parts.append(f"--{name.replace('_', '-')} {json.dumps(text) if ' ' in text else text}")
+        parts.append(f"{flag} {json.dumps(text) if ' ' in text else text}")
     return " ".join(parts)
 
 

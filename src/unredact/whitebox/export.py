@@ -148,11 +148,27 @@ def export_adapter(
     return out
 
 
+def compare_logits(expected: Tensor, got: Tensor, attention_mask: Tensor | None = None) -> dict[str, float]:
+    """How closely ``got`` reproduces ``expected`` (``[batch, seq, vocab]``) at the unpadded positions:
+    max |Δlogit|, mean KL(expected ‖ got) of the next-token distributions, share of equal argmax tokens."""
+    if expected.shape != got.shape:
+        raise UnredactError(f"logits {tuple(got.shape)} where {tuple(expected.shape)} were expected")
+    keep = attention_mask.bool() if attention_mask is not None else torch.ones(expected.shape[:2], dtype=torch.bool)
+    e, g = expected[keep].float(), got[keep].float()
+    log_e, log_g = e.log_softmax(-1), g.log_softmax(-1)
+    kl = (log_e.exp() * (log_e - log_g)).sum(-1)
+    return {
+        "max_abs_diff": float((e - g).abs().max()),
+        "mean_kl": float(kl.mean()),
+        "argmax_agreement": float((e.argmax(-1) == g.argmax(-1)).float().mean()),
+    }
+
+
 def adapter_logits_diff(
     base_model: nn.Module, adapter_dir: str | os.PathLike[str], input_ids: Tensor, attention_mask: Tensor | None,
     expected: Tensor,
-) -> float:  # fmt: skip
-    """Max |logit difference| between ``expected`` and the unedited ``base_model`` with the adapter loaded.
+) -> dict[str, float]:  # fmt: skip
+    """:func:`compare_logits` of ``expected`` with the unedited ``base_model`` plus the adapter.
 
     The adapter is injected into ``base_model`` in place for the check and removed again afterwards
     (the same parameter objects stay in the model).
@@ -164,6 +180,4 @@ def adapter_logits_diff(
         got = model_logits(wrapped, input_ids, attention_mask)
     finally:
         wrapped.unload()
-    if expected.shape != got.shape:
-        raise UnredactError(f"base + adapter gives logits {tuple(got.shape)}, expected {tuple(expected.shape)}")
-    return float((expected - got).abs().max())
+    return compare_logits(expected, got, attention_mask)
