@@ -30,3 +30,24 @@ def test_directions_from_a_local_model(tmp_path: Path) -> None:
     assert float(dots.max()) < 1e-4
     assert set(loaded.prompt_hashes) == {"sensitive", "control-sensitive", "harmful", "harmless"}
     assert result.model_id == f"hf/{tmp_path / 'm'}"
+
+
+def test_directions_command_with_answer_tokens(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from unredact.cli import app
+
+    tok = tiny_tokenizer()
+    tiny_model("qwen2", len(tok)).save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    out = tmp_path / "dirs.safetensors"
+    args = ["directions", "--model", f"hf/{tmp_path / 'm'}", "--out", str(out), "--dtype", "float32"]
+    result = CliRunner().invoke(app, [*args, "--response-tokens", "2", "--batch-size", "64"])
+    assert result.exit_code == 0, result.output
+    with_answers = DirectionSet.load(out)
+    assert with_answers.meta["response_tokens"] == 2
+    assert CliRunner().invoke(app, [*args, "--batch-size", "64"]).exit_code == 0
+    prompt_only = DirectionSet.load(out)
+    assert prompt_only.meta["response_tokens"] == 0
+    assert not torch.allclose(with_answers.censorship, prompt_only.censorship)  # other positions, other directions
+    assert CliRunner().invoke(app, [*args, "--response-tokens", "-1"]).exit_code == 2

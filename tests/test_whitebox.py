@@ -33,6 +33,7 @@ from unredact.whitebox.arch import (  # noqa: E402
 )
 from unredact.whitebox.directions import (  # noqa: E402
     DirectionSet,
+    answer_start_hidden_states,
     compute_directions,
     last_token_hidden_states,
 )
@@ -305,6 +306,40 @@ def test_last_token_hidden_states_left_padding(kind: str) -> None:
     right_padded = torch.cat([torch.ones(1, 5), torch.zeros(1, 3)], 1).long()
     with pytest.raises(UnredactError, match="LEFT"):
         last_token_hidden_states(model, batch[:1], right_padded)
+
+
+def test_answer_start_hidden_states_average_the_first_answer_tokens() -> None:
+    model = tiny_model("qwen2")
+    g = torch.Generator().manual_seed(5)
+    short, long = torch.randint(1, VOCAB, (1, 5), generator=g), torch.randint(1, VOCAB, (1, 8), generator=g)
+    batch = torch.cat([torch.cat([torch.zeros(1, 3, dtype=torch.long), short], 1), long], 0)
+    mask = torch.cat([torch.cat([torch.zeros(1, 3), torch.ones(1, 5)], 1), torch.ones(1, 8)], 0).long()
+    assert torch.equal(answer_start_hidden_states(model, batch, mask, 0), last_token_hidden_states(model, batch, mask))
+
+    def by_hand(prompt: torch.Tensor, k: int, eos: set[int]) -> torch.Tensor:
+        """Greedy continuation of one unpadded prompt, then the mean over its last prompt token onward."""
+        ids = prompt
+        for _ in range(k):
+            token = int(model(input_ids=ids).logits[0, -1].argmax())
+            ids = torch.cat([ids, torch.tensor([[token]])], 1)
+            if token in eos:
+                break
+        hidden = model(input_ids=ids, output_hidden_states=True).hidden_states
+        n = ids.shape[1] - prompt.shape[1] + 1
+        return torch.stack([h[0, -n:].mean(0) for h in hidden])
+
+    with torch.no_grad():
+        states = answer_start_hidden_states(model, batch, mask, 3)
+        assert states.shape == (2, N_LAYERS + 1, HIDDEN)
+        torch.testing.assert_close(states[0], by_hand(short, 3, set()), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(states[1], by_hand(long, 3, set()), atol=1e-5, rtol=1e-4)
+        # a row whose first answer token ends the answer averages two positions, not four
+        first = int(model(input_ids=short).logits[0, -1].argmax())
+        ended = answer_start_hidden_states(model, batch, mask, 3, eos_token_ids={first})
+        torch.testing.assert_close(ended[0], by_hand(short, 3, {first}), atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(ended[0], states[0])
+    with pytest.raises(UnredactError, match="response_tokens"):
+        answer_start_hidden_states(model, batch, mask, -1)
 
 
 def synthetic_states(seed: int = 0) -> dict[str, torch.Tensor]:

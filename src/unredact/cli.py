@@ -320,6 +320,9 @@ def directions(
     ] = None,
     dtype: Annotated[str, typer.Option(help="auto (bf16), float32 ...")] = "auto",
     batch_size: Annotated[int, typer.Option(help="prompts per forward pass")] = 16,
+    response_tokens: Annotated[
+        int, typer.Option(min=0, max=16, help="also average the first N greedy answer tokens (0: last prompt token)")
+    ] = 0,
 ) -> None:
     """Censorship and harmful-refusal directions per layer (the censorship one orthogonal to refusal)."""
     from unredact.backends.registry import LOCAL_KINDS, BackendOptions, load_backend, parse_spec
@@ -329,7 +332,7 @@ def directions(
     from unredact.whitebox.extract import extract_directions
 
     backend = load_backend(model, BackendOptions(dtype=dtype))
-    result = extract_directions(backend, probes, out, audit_run, batch_size)  # type: ignore[arg-type]
+    result = extract_directions(backend, probes, out, audit_run, batch_size, response_tokens)  # type: ignore[arg-type]
     _echo(f"[bold green]directions:[/] {out} ({result.n_layers} layers, hidden {result.hidden_size})")
 
 

@@ -46,6 +46,7 @@ def remove(
     judge: Annotated[str, typer.Option(help=_help("judge"))] = "auto",
     audit_run: Annotated[Path | None, typer.Option(help=_help("audit_run"))] = None,
     verify: Annotated[str, typer.Option(help=_help("verify"))] = "quick",
+    response_tokens: Annotated[int, typer.Option(help=_help("response_tokens"))] = 0,
     adapter: Annotated[bool, typer.Option(help=_help("adapter"))] = False,
     arch: Annotated[str | None, typer.Option(help=_help("arch"))] = None,
 ) -> None:
@@ -90,6 +91,7 @@ def remove(
         judge=judge,
         audit_run=str(audit_run) if audit_run else None,
         verify=verify,
+        response_tokens=response_tokens,
         adapter=adapter,
         arch=arch,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,55 @@ def last_token_hidden_states(model: nn.Module, input_ids: Tensor, attention_mask
         use_cache=False,
     )
     return torch.stack([h[:, -1, :].to("cpu", torch.float32) for h in out.hidden_states], dim=1)
+
+
+@torch.no_grad()
+def answer_start_hidden_states(
+    model: nn.Module,
+    input_ids: Tensor,
+    attention_mask: Tensor | None = None,
+    response_tokens: int = 0,
+    eos_token_ids: Collection[int] = (),
+) -> Tensor:
+    """Mean residual stream over the last prompt token and the first ``response_tokens`` answer tokens.
+
+    The answer tokens are the model's own greedy continuation (one uncached forward pass per token:
+    ``response_tokens`` is meant to be small). A row that emits an end-of-sequence token stops there:
+    that token counts, later positions are masked out and left out of its mean. Float32
+    ``[batch, n_layers + 1, hidden]``; ``response_tokens=0`` is :func:`last_token_hidden_states`.
+    Inputs must be LEFT-padded.
+    """
+    if response_tokens < 0:
+        raise UnredactError(f"response_tokens must be >= 0, got {response_tokens}")
+    if response_tokens == 0:
+        return last_token_hidden_states(model, input_ids, attention_mask)
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    if not bool(attention_mask[:, -1].all()):
+        raise UnredactError("hidden states need LEFT-padded inputs: some rows end with padding")
+    device = model_device(model)
+    ids, mask = input_ids.to(device), attention_mask.to(device)
+    eos = torch.tensor(sorted(eos_token_ids), dtype=torch.long, device=device)
+    alive = torch.ones(ids.shape[0], dtype=torch.bool, device=device)
+    counted = [alive.clone()]  # which of the averaged positions count, per row
+    for _ in range(response_tokens):
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=left_padded_positions(mask), use_cache=False)
+        token = logits.logits[:, -1].argmax(-1)
+        ids = torch.cat([ids, token[:, None]], dim=1)
+        mask = torch.cat([mask, alive.to(mask.dtype)[:, None]], dim=1)
+        counted.append(alive.clone())
+        alive = alive & ~torch.isin(token, eos)
+    out = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=left_padded_positions(mask),
+        output_hidden_states=True,
+        use_cache=False,
+    )
+    span = response_tokens + 1
+    weights = torch.stack(counted, dim=1).to("cpu", torch.float32)  # [batch, span]
+    states = torch.stack([h[:, -span:, :].to("cpu", torch.float32) for h in out.hidden_states], dim=1)
+    return (states * weights[:, None, :, None]).sum(2) / weights.sum(1)[:, None, None]
 
 
 def _unit(x: Tensor) -> Tensor:

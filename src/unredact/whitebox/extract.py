@@ -14,16 +14,22 @@ from unredact.probes.loader import load_probes, probes_hash, select_probes
 from unredact.probes.schema import Probe
 from unredact.rundir import RESPONSES, VERDICTS, read_jsonl
 from unredact.ui import console
-from unredact.whitebox.directions import DirectionSet, compute_directions, last_token_hidden_states
+from unredact.whitebox.directions import DirectionSet, answer_start_hidden_states, compute_directions
 
 
-def hidden_states(backend: HFBackend, probes: Sequence[Probe], batch_size: int) -> torch.Tensor:
-    """Last-prompt-token hidden states of every layer, float32, shape [n, layers + 1, hidden]."""
+def hidden_states(
+    backend: HFBackend, probes: Sequence[Probe], batch_size: int, response_tokens: int = 0
+) -> torch.Tensor:
+    """Hidden states of every layer at the last prompt token (averaged with the first ``response_tokens``
+    greedy answer tokens when > 0), float32, shape [n, layers + 1, hidden]."""
+    from unredact.engine import eos_token_ids
+
+    eos = eos_token_ids(backend.model, backend.tokenizer)
     chunks = []
     for start in range(0, len(probes), batch_size):
         chats = [[{"role": "user", "content": p.prompt}] for p in probes[start : start + batch_size]]
         ids, mask = backend.encode_chats(chats)
-        chunks.append(last_token_hidden_states(backend.model, ids, mask))
+        chunks.append(answer_start_hidden_states(backend.model, ids, mask, response_tokens, eos))
     return torch.cat(chunks)
 
 
@@ -36,7 +42,12 @@ def censored_ids(audit_run: Path) -> set[str]:
 
 
 def extract_directions(
-    backend: HFBackend, probes_spec: str, out: Path, audit_run: Path | None = None, batch_size: int = 16
+    backend: HFBackend,
+    probes_spec: str,
+    out: Path,
+    audit_run: Path | None = None,
+    batch_size: int = 16,
+    response_tokens: int = 0,
 ) -> DirectionSet:
     probes = load_probes(probes_spec)
     train = select_probes(probes, splits=["train"])
@@ -51,8 +62,9 @@ def extract_directions(
             raise UnredactError(f"too few train-split {kind} probes ({len(items)}) to estimate a direction")
     states = {}
     for kind, items in groups.items():
-        console.print(f"hidden states: {len(items)} {kind} prompts")
-        states[kind] = hidden_states(backend, items, batch_size)
+        where = f" (last prompt token + {response_tokens} answer tokens)" if response_tokens else ""
+        console.print(f"hidden states: {len(items)} {kind} prompts{where}")
+        states[kind] = hidden_states(backend, items, batch_size, response_tokens)
     control = torch.cat([states["control-sensitive"], states["harmless"]])
     directions = compute_directions(
         states["sensitive"],
@@ -65,6 +77,7 @@ def extract_directions(
             "probes": probes_spec,
             "audit_run": str(audit_run) if audit_run else None,
             "counts": {kind: len(items) for kind, items in groups.items()},
+            "response_tokens": response_tokens,
         },
     )
     directions.save(out)

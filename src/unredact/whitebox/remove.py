@@ -116,6 +116,9 @@ class RemoveSettings(LocalRunSettings):
     audit_run: str | None = Field(
         None, description="audit run with train-split verdicts: search only on sensitive prompts it judged censored"
     )
+    response_tokens: int = Field(
+        0, ge=0, le=16, description="directions: also average the first N greedy answer tokens (0: last prompt token)"
+    )
     adapter: bool = Field(
         False, description="also write the chosen edit as a PEFT LoRA adapter (rank 1 per edited weight) in OUT/adapter"
     )
@@ -142,6 +145,7 @@ class RemoveSettings(LocalRunSettings):
             "judge",
             "audit_run",
             "arch",
+            "response_tokens",
         ]
         return {k: getattr(self, k) for k in keep}
 
@@ -335,7 +339,7 @@ def directions_stage(backend: HFBackend, s: RemoveSettings, out: Path) -> Direct
             raise UnredactError(f"{path} was extracted from {directions.model_id}, not {backend.spec}")
         console.print(f"[green]directions already in {path}[/]")
         return directions
-    return extract_directions(backend, s.probes, path, None, s.forward_batch_size)
+    return extract_directions(backend, s.probes, path, None, s.forward_batch_size, s.response_tokens)
 
 
 def _train_censored_ids(audit_run: str) -> set[str]:
