@@ -19,10 +19,10 @@ from unredact.probes.schema import Probe  # noqa: E402
 from unredact.whitebox.ablation import AblationDeltas  # noqa: E402
 from unredact.whitebox.directions import DirectionSet  # noqa: E402
 from unredact.whitebox.export import (  # noqa: E402
-    adapter_logits_diff,
     adapter_tensors,
     check_reload,
     compare_logits,
+    compare_with_adapter,
     export_adapter,
     export_model,
     model_logits,
@@ -267,7 +267,7 @@ def test_edit_as_a_peft_adapter_gives_the_edited_model(backend: HFBackend, tmp_p
         assert len(config["target_modules"]) == len(deltas.as_lora())  # only the edited weights
     finally:
         deltas.reset()
-    check = adapter_logits_diff(model, adapter, ids, mask, edited)
+    check = compare_with_adapter(model, adapter, ids, mask, edited)
     assert check["max_abs_diff"] < 1e-4 and check["argmax_agreement"] == 1.0 and abs(check["mean_kl"]) < 1e-6
     off = compare_logits(edited, base, mask)  # the measure does see the edit
     assert off["max_abs_diff"] > 1e-3 and off["mean_kl"] > 0

@@ -164,7 +164,7 @@ def compare_logits(expected: Tensor, got: Tensor, attention_mask: Tensor | None 
     }
 
 
-def adapter_logits_diff(
+def compare_with_adapter(
     base_model: nn.Module, adapter_dir: str | os.PathLike[str], input_ids: Tensor, attention_mask: Tensor | None,
     expected: Tensor,
 ) -> dict[str, float]:  # fmt: skip

@@ -23,7 +23,7 @@ from unredact.errors import UnredactError
 from unredact.rundir import atomic_write_json, atomic_write_text, sha256_file, weight_hashes
 from unredact.ui import console
 from unredact.validation import validate_settings
-from unredact.whitebox.card import model_card, pct, public_settings
+from unredact.whitebox.card import model_card, pct, public_settings, public_spec
 
 if TYPE_CHECKING:
     import optuna
@@ -527,15 +527,16 @@ def _write_adapter(
 ) -> dict[str, float]:
     """Export the applied edit's rank-1 factors, then compare the edited model with original + adapter
     (the edit is reset for the comparison and applied again afterwards)."""
-    from unredact.whitebox.export import CHECK_PROMPTS, adapter_logits_diff, export_adapter, model_logits
+    from unredact.whitebox.export import CHECK_PROMPTS, compare_with_adapter, export_adapter, model_logits
     from unredact.whitebox.objectives import chats_for
 
-    export_adapter(deltas.as_lora(), adapter_dir, base_model=backend.spec)
+    kind, _, rest = public_spec(backend.spec).partition("/")  # a hub id as PEFT expects it; no local paths
+    export_adapter(deltas.as_lora(), adapter_dir, base_model=rest if kind == "hf" else public_spec(backend.spec))
     ids, mask = backend.encode_chats(chats_for(list(CHECK_PROMPTS)))
     expected = model_logits(backend.model, ids, mask)
     deltas.reset()
     try:
-        return adapter_logits_diff(backend.model, adapter_dir, ids, mask, expected)
+        return compare_with_adapter(backend.model, adapter_dir, ids, mask, expected)
     finally:
         params.apply(deltas, directions)
 
