@@ -31,21 +31,30 @@ def last_token_hidden_states(model: nn.Module, input_ids: Tensor, attention_mask
     LEFT-padded so that position -1 is every row's last real token. Position ids are computed from
     the mask (``cumsum - 1``), as ``generate`` does, so a padded row sees the same positions as unpadded.
     """
+    ids, mask = _left_padded(model, input_ids, attention_mask)
+    return torch.stack([h[:, -1, :].to("cpu", torch.float32) for h in _all_hidden_states(model, ids, mask)], dim=1)
+
+
+def _left_padded(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Ids and mask (all ones when None) on the model's device; one clear error unless LEFT-padded."""
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     if not bool(attention_mask[:, -1].all()):
         raise UnredactError("hidden states need LEFT-padded inputs: some rows end with padding")
     device = model_device(model)
-    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-    position_ids = left_padded_positions(attention_mask)
+    return input_ids.to(device), attention_mask.to(device)
+
+
+def _all_hidden_states(model: nn.Module, ids: Tensor, mask: Tensor) -> tuple[Tensor, ...]:
+    """Every layer's residual stream ``[batch, seq, hidden]`` (embeddings first), positions from the mask."""
     out = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=left_padded_positions(mask),
         output_hidden_states=True,
         use_cache=False,
     )
-    return torch.stack([h[:, -1, :].to("cpu", torch.float32) for h in out.hidden_states], dim=1)
+    return tuple(out.hidden_states)
 
 
 @torch.no_grad()
@@ -68,14 +77,9 @@ def answer_start_hidden_states(
         raise UnredactError(f"response_tokens must be >= 0, got {response_tokens}")
     if response_tokens == 0:
         return last_token_hidden_states(model, input_ids, attention_mask)
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
-    if not bool(attention_mask[:, -1].all()):
-        raise UnredactError("hidden states need LEFT-padded inputs: some rows end with padding")
-    device = model_device(model)
-    ids, mask = input_ids.to(device), attention_mask.to(device)
-    eos = torch.tensor(sorted(eos_token_ids), dtype=torch.long, device=device)
-    alive = torch.ones(ids.shape[0], dtype=torch.bool, device=device)
+    ids, mask = _left_padded(model, input_ids, attention_mask)
+    eos = torch.tensor(sorted(eos_token_ids), dtype=torch.long, device=ids.device)
+    alive = torch.ones(ids.shape[0], dtype=torch.bool, device=ids.device)
     counted = [alive.clone()]  # which of the averaged positions count, per row
     for _ in range(response_tokens):
         logits = model(input_ids=ids, attention_mask=mask, position_ids=left_padded_positions(mask), use_cache=False)
@@ -84,16 +88,9 @@ def answer_start_hidden_states(
         mask = torch.cat([mask, alive.to(mask.dtype)[:, None]], dim=1)
         counted.append(alive.clone())
         alive = alive & ~torch.isin(token, eos)
-    out = model(
-        input_ids=ids,
-        attention_mask=mask,
-        position_ids=left_padded_positions(mask),
-        output_hidden_states=True,
-        use_cache=False,
-    )
     span = response_tokens + 1
     weights = torch.stack(counted, dim=1).to("cpu", torch.float32)  # [batch, span]
-    states = torch.stack([h[:, -span:, :].to("cpu", torch.float32) for h in out.hidden_states], dim=1)
+    states = torch.stack([h[:, -span:, :].to("cpu", torch.float32) for h in _all_hidden_states(model, ids, mask)], 1)
     return (states * weights[:, None, :, None]).sum(2) / weights.sum(1)[:, None, None]
 
 
