@@ -22,6 +22,8 @@ VERDICTS = "verdicts.jsonl"
 CONFIG = "config.toml"
 REPRODUCE = "reproduce.json"
 PROBES = "probes.jsonl"
+#: weight file of a PEFT adapter directory (removal's rank-1 adapter, fine-tuning's LoRA adapter)
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
 def atomic_write_text(path: Path, text: str) -> None:

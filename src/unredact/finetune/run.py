@@ -21,7 +21,14 @@ from pydantic import Field, model_validator
 from unredact import __version__
 from unredact.errors import UnredactError
 from unredact.probes.loader import write_probe_file
-from unredact.rundir import atomic_dir, atomic_write_json, atomic_write_text, sha256_file, weight_hashes
+from unredact.rundir import (
+    ADAPTER_WEIGHTS,
+    atomic_dir,
+    atomic_write_json,
+    atomic_write_text,
+    sha256_file,
+    weight_hashes,
+)
 from unredact.ui import console
 from unredact.validation import validate_settings
 from unredact.whitebox.card import public_settings, reproduce_command
@@ -189,18 +196,18 @@ def build_examples(
 def train_stage(backend: HFBackend, s: FinetuneSettings, examples: list[Example], out: Path) -> dict[str, Any]:
     """Attach LoRA, train (resumably) or reload the finished adapter, and return the training record."""
     from unredact.finetune.data import tokenize
-    from unredact.finetune.train import ADAPTER_FILE, attach_lora, load_adapter_state, train
+    from unredact.finetune.train import attach_lora, load_adapter_state, train
     from unredact.whitebox.arch import arch_from_text, decoder_layers
 
     arch = arch_from_text(backend.model, s.arch)
     peft_model = attach_lora(backend.model, s.lora_options(len(decoder_layers(backend.model, arch))), s.seed, arch)
     done_path, adapter = out / TRAIN_DONE, out / ADAPTER_DIR
     gold_sha = _gold_sha(s.gold)
-    if done_path.is_file() and (adapter / ADAPTER_FILE).is_file():
+    if done_path.is_file() and (adapter / ADAPTER_WEIGHTS).is_file():
         record: dict[str, Any] = json.loads(done_path.read_text(encoding="utf-8"))
         if record.get("gold_sha256") != gold_sha:
             raise UnredactError(f"{s.gold}: gold answers changed since {out} was trained; use another --out")
-        load_adapter_state(peft_model, adapter / ADAPTER_FILE)
+        load_adapter_state(peft_model, adapter / ADAPTER_WEIGHTS)
         console.print(f"[green]adapter already trained: {adapter}[/]")
     else:
         data = tokenize(examples, backend.tokenizer, system_prompt=s.system_prompt, max_length=s.max_length)
@@ -213,7 +220,7 @@ def train_stage(backend: HFBackend, s: FinetuneSettings, examples: list[Example]
             "sources": {src: sum(e.source == src for e in examples) for src in ("gold", "refusal", "retain")},
             "preference_pairs": sum(e.rejected is not None for e in examples),
             "gold_sha256": gold_sha,
-            "adapter_sha256": sha256_file(adapter / ADAPTER_FILE),
+            "adapter_sha256": sha256_file(adapter / ADAPTER_WEIGHTS),
         }
         atomic_write_json(done_path, record)
     merged = peft_model.merge_and_unload()

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from unredact.errors import UnredactError
 from unredact.finetune.data import IGNORE, Tokenized, collate, epoch_batches
-from unredact.rundir import atomic_dir, atomic_write_text, read_jsonl
+from unredact.rundir import ADAPTER_WEIGHTS, atomic_dir, atomic_write_text, read_jsonl
 from unredact.ui import console, training_progress
 
 if TYPE_CHECKING:
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 
 CHECKPOINT = "checkpoint"
 LOG = "train_log.jsonl"
-ADAPTER_FILE = "adapter_model.safetensors"
 
 
 @dataclass(frozen=True)
@@ -188,7 +187,7 @@ def save_checkpoint(
     from safetensors.torch import save_file
 
     with atomic_dir(out, overwrite=True) as tmp:
-        save_file(adapter_state(model), str(tmp / ADAPTER_FILE))
+        save_file(adapter_state(model), str(tmp / ADAPTER_WEIGHTS))
         torch.save({"optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()}, tmp / "state.pt")
         (tmp / "step.json").write_text(json.dumps({"step": step, "data": data_hash}), encoding="utf-8")
 
@@ -202,7 +201,7 @@ def load_checkpoint(model: PeftModel, optimizer: torch.optim.Optimizer, path: Pa
     meta = json.loads((path / "step.json").read_text(encoding="utf-8"))
     if meta.get("data", "") != data_hash:
         raise UnredactError(f"{path} was written for other training data or options; delete it to start over")
-    load_adapter_state(model, path / ADAPTER_FILE)
+    load_adapter_state(model, path / ADAPTER_WEIGHTS)
     state = torch.load(path / "state.pt", weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"])

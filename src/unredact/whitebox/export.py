@@ -11,8 +11,11 @@ import torch
 from torch import Tensor, nn
 
 from unredact.errors import UnredactError
-from unredact.rundir import atomic_dir
+from unredact.rundir import ADAPTER_WEIGHTS, atomic_dir
 from unredact.whitebox.arch import model_device
+
+#: chats whose logits the export checks compare (English, Chinese, French)
+CHECK_PROMPTS = ("What happened in Beijing in June 1989?", "你好！", "Bonjour !")
 
 
 def _check_extra_name(name: str) -> None:
@@ -77,9 +80,7 @@ def check_reload(
     reloaded = loader(str(out_dir), dtype=dtype)
     expected = model_logits(model, input_ids, attention_mask)
     got = model_logits(reloaded, input_ids, attention_mask)
-    if expected.shape != got.shape:
-        raise UnredactError(f"reloaded model gives logits {tuple(got.shape)}, expected {tuple(expected.shape)}")
-    return float((expected - got).abs().max())
+    return compare_logits(expected, got, attention_mask)["max_abs_diff"]
 
 
 def export_checked(backend: Any, model_dir: Path, card: str) -> float:
@@ -94,11 +95,6 @@ def export_checked(backend: Any, model_dir: Path, card: str) -> float:
     diff = check_reload(model_dir, backend.model, ids, mask)
     console.print(f"reload check: max |Δlogit| = {diff:.3g}")
     return diff
-
-
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-#: chats whose logits the export checks compare (English, Chinese, French)
-CHECK_PROMPTS = ("What happened in Beijing in June 1989?", "你好！", "Bonjour !")
 
 
 def adapter_tensors(factors: dict[str, tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
