@@ -8,12 +8,12 @@ STAMP := $(VENV)/.installed
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --no-cache-dir --upgrade pip
 
 # torch first, pinned: a plain `torch` requirement would pull several GB of CUDA packages.
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[hf,remove,web,dev]"
+	$(BIN)/pip install -q --no-cache-dir torch==2.13.0
+	$(BIN)/pip install -q --no-cache-dir -e ".[hf,remove,web,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -20,6 +20,7 @@ from unredact.finetune.data import (  # noqa: E402
     attach_rejected,
     collate,
     epoch_batches,
+    fact_spans,
     retain_examples,
     tokenize,
 )
@@ -291,6 +292,65 @@ def _retain_data(tok: Any, n: int = 6) -> list[Any]:
     return _paired_data(tok) + tokenize(examples, tok, max_length=64)
 
 
+def _fact_data(tok: Any, fact_weight: float, n: int = 6) -> list[Any]:
+    examples = [
+        Example(f"f{i}", "gold", "en", f"When {i}?", f"It was in {1980 + i}, they say.", facts=(str(1980 + i),))
+        for i in range(n)
+    ]
+    return tokenize(examples, tok, max_length=64, fact_weight=fact_weight)
+
+
+def test_fact_tokens_weigh_more_and_other_tokens_one() -> None:
+    tok = tiny_tokenizer()
+    assert fact_spans("Martial law, then MARTIAL LAW and law.", ["martial law", "law", ""]) == [
+        (0, 11), (8, 11), (18, 29), (26, 29), (34, 37),
+    ]  # fmt: skip
+    fact = Example("a", "gold", "en", "Q?", "Martial law, then martial LAW.", facts=("martial law",))
+    plain = Example("b", "gold", "en", "Q?", "No facts here.")
+    a, b = tokenize([fact, plain], tok, max_length=64, fact_weight=3.0)
+    assert b.weights is None and tokenize([fact], tok, max_length=64)[0].weights is None
+    assert a.weights is not None and len(a.weights) == len(a.labels)
+    answer = [w for w, lab in zip(a.weights, a.labels, strict=True) if lab != IGNORE]
+    prompt = [w for w, lab in zip(a.weights, a.labels, strict=True) if lab == IGNORE]
+    assert set(prompt) == {0.0} and answer.count(3.0) == 22  # two 11-character spans, one token per character
+    assert answer[-1] == 1.0 and a.labels[-1] == tok.eos_token_id  # the end of turn is not a fact
+    batch = collate([a, b], pad_id=0)
+    assert batch["weights"][0].tolist()[: len(a.weights)] == a.weights
+    assert batch["weights"][1].eq((batch["labels"][1] != IGNORE).float()).all()
+
+
+def test_weights_of_one_train_exactly_like_no_weights(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    tok = tiny_tokenizer()
+    data = _fact_data(tok, fact_weight=1.0)
+    ones = [replace(t, weights=[float(lab != IGNORE) for lab in t.labels]) for t in data]
+    states = []
+    for name, d in (("none", data), ("ones", ones)):
+        model = attach_lora(tiny_model("qwen2", len(tok)), LoraOptions(rank=4, alpha=8, dropout=0.0), seed=0)
+        train(model, d, 0, TrainOptions(epochs=2, lr=1e-2, batch_size=3, warmup_steps=1), tmp_path / name)
+        states.append(adapter_state(model))
+    for k, v in states[0].items():
+        assert torch.allclose(v, states[1][k], atol=1e-6), k
+
+
+def test_fact_weight_makes_the_facts_more_likely(tmp_path: Path) -> None:
+    tok = tiny_tokenizer()
+    fact_nll = {}
+    for w in (1.0, 6.0):
+        data = _fact_data(tok, fact_weight=w)
+        model = attach_lora(tiny_model("qwen2", len(tok)), LoraOptions(rank=4, alpha=8, dropout=0.0), seed=0)
+        train(model, data, 0, TrainOptions(epochs=6, lr=1e-2, batch_size=6, warmup_steps=1), tmp_path / str(w))
+        batch = collate(_fact_data(tok, fact_weight=2.0), pad_id=0)  # weight 2 marks the fact tokens
+        with torch.no_grad():
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+            nll = torch.nn.functional.cross_entropy(
+                logits.float().transpose(1, 2), batch["labels"][:, 1:], ignore_index=IGNORE, reduction="none"
+            )
+        fact_nll[w] = float(nll[batch["weights"][:, 1:] == 2.0].mean())
+    assert fact_nll[6.0] < fact_nll[1.0] - 0.1
+
+
 def test_retained_answer_kl_holds_the_original_distribution(tmp_path: Path) -> None:
     from unredact.finetune.train import retain_kl
 
@@ -316,12 +376,12 @@ def test_retained_answer_kl_holds_the_original_distribution(tmp_path: Path) -> N
 
 def test_micro_batches_give_the_whole_batch_gradient(tmp_path: Path) -> None:
     tok = tiny_tokenizer()
-    data = _retain_data(tok)  # with rejected and retained answers: every term accumulates exactly
+    data = _retain_data(tok) + _fact_data(tok, 3.0)  # every term, weighted likelihood included, accumulates
     states = []
-    for micro in (12, 1, 5):
+    for micro in (18, 1, 5):
         model = attach_lora(tiny_model("qwen2", len(tok)), LoraOptions(rank=4, alpha=8, dropout=0.0), seed=0)
         opts = TrainOptions(
-            epochs=1, lr=1e-2, batch_size=12, micro_batch_size=micro, warmup_steps=1,
+            epochs=1, lr=1e-2, batch_size=18, micro_batch_size=micro, warmup_steps=1,
             preference_weight=1.0, retain_kl_weight=1.0,
         )  # fmt: skip
         train(model, data, 0, opts, tmp_path / f"m{micro}")

@@ -44,6 +44,14 @@ def finetune_card(
         + " (kept so the rest of its behaviour stays).",
         f"Loss {trained.get('first_loss')} at the first step, {trained.get('last_loss')} over the last epoch.",
         *_preference_lines(s, trained),
+        *(
+            [
+                f"Tokens of gold answers that spell a documented fact of their probe weighed {s.fact_weight:g}x "
+                "in the likelihood term."
+            ]
+            if s.fact_weight != 1
+            else []
+        ),
         "",
         censorship_target_line(b, a),
         f"Harmful requests refused (target ≥ 0.9x the original rate): {keep}.",

@@ -3,6 +3,10 @@
 Only answer tokens are learned: prompt and padding positions carry the label -100. An answer that was
 cut at the token cap gets no end-of-turn token, so the model is not taught to stop mid-sentence.
 
+A gold example may also weigh the answer tokens that spell one of its probe's documented facts more than
+the rest (``fact_weight``): the facts are what the model has to learn to recall, the connecting prose is
+not.
+
 A gold example may carry a *rejected* answer: the original model's own censored answer (refusal,
 deflection or official line) to the same prompt. The preference term of the training loss makes the
 gold answer more likely than the rejected one (see :mod:`unredact.finetune.train`).
@@ -10,6 +14,7 @@ gold answer more likely than the rejected one (see :mod:`unredact.finetune.train
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -36,6 +41,7 @@ class Example:
     complete: bool = True
     rejected: str | None = None  # a censored answer to the same prompt, to be made less likely
     rejected_complete: bool = True
+    facts: tuple[str, ...] = ()  # surface forms of the probe's documented facts (gold answers only)
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,7 @@ class Tokenized:
     labels: list[int]
     rejected_ids: list[int] | None = None  # prompt + rejected answer
     rejected_labels: list[int] | None = None
+    weights: list[float] | None = None  # per-position loss weights of ``labels`` (None: every answer token 1)
 
     @property
     def n_answer_tokens(self) -> int:
@@ -59,8 +66,23 @@ def gold_examples(gold: Iterable[GoldAnswer], harmful_repeat: int = 1) -> list[E
         p = g.probe
         source = "refusal" if p.kind == "harmful" else "gold"
         copies = max(1, harmful_repeat) if source == "refusal" else 1
-        out += [Example(f"{p.id}~{i}" if i else p.id, source, p.lang, p.prompt, g.response) for i in range(copies)]
+        facts = tuple(form for fact in p.facts for form in fact.forms) if source == "gold" else ()
+        out += [
+            Example(f"{p.id}~{i}" if i else p.id, source, p.lang, p.prompt, g.response, facts=facts)
+            for i in range(copies)
+        ]
     return out
+
+
+def fact_spans(text: str, forms: Iterable[str]) -> list[tuple[int, int]]:
+    """Character spans of ``text`` where any of ``forms`` occurs (case-insensitive), in text order."""
+    found = (re.finditer(re.escape(form), text, re.IGNORECASE) for form in forms if form.strip())
+    return sorted({(m.start(), m.end()) for matches in found for m in matches})
+
+
+def token_weights(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]], weight: float) -> list[float]:
+    """``weight`` for each token whose character range overlaps a span, 1.0 for the others."""
+    return [weight if any(a < e and s < b for s, e in spans) else 1.0 for a, b in offsets]
 
 
 _NOT_RETAINED = frozenset({"refusal", "deflection", "error", "unscored"})
@@ -137,21 +159,32 @@ def tokenize(
     *,
     system_prompt: str | None = None,
     max_length: int = 384,
+    fact_weight: float = 1.0,
 ) -> list[Tokenized]:
     """Prompt + answer (+ end of turn when complete) token ids, with labels only on the answer.
 
     Over-long examples lose the end of their answer (and then the end-of-turn token); an example
     whose prompt alone fills ``max_length`` is an error, as nothing of its answer would be learned.
+    With ``fact_weight`` != 1, examples with facts get per-token ``weights``: ``fact_weight`` on the
+    answer tokens that overlap a fact form, 1 elsewhere (needs a fast tokenizer's character offsets).
     """
     from unredact.errors import UnredactError
 
     eos = tokenizer.eos_token_id
+    weigh = fact_weight != 1.0
+    if weigh and not getattr(tokenizer, "is_fast", False):
+        raise UnredactError("--fact-weight needs a fast tokenizer (character offsets of the answer tokens)")
 
     def answer_ids(text: str, complete: bool, room: int) -> list[int]:
         ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
         if complete and eos is not None:
             ids.append(int(eos))
         return ids[:room]
+
+    def answer_weights(ex: Example, n: int) -> list[float]:
+        offsets = tokenizer(ex.answer, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        per_token = token_weights([(int(a), int(b)) for a, b in offsets], fact_spans(ex.answer, ex.facts), fact_weight)
+        return (per_token + [1.0] * n)[:n]  # the end-of-turn token, when there is one, weighs 1
 
     out: list[Tokenized] = []
     for ex in examples:
@@ -163,6 +196,7 @@ def tokenize(
         masked = [IGNORE] * len(prompt_ids)
         chosen = answer_ids(ex.answer, ex.complete, room)
         rejected = answer_ids(ex.rejected, ex.rejected_complete, room) if ex.rejected is not None else None
+        weights = [0.0] * len(prompt_ids) + answer_weights(ex, len(chosen)) if weigh and ex.facts else None
         out.append(
             Tokenized(
                 ex.key,
@@ -171,6 +205,7 @@ def tokenize(
                 masked + chosen,
                 prompt_ids + rejected if rejected else None,
                 masked + rejected if rejected else None,
+                weights,
             )
         )
     return out
@@ -209,12 +244,19 @@ def _pad(seqs: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, 
 
 
 def collate(items: Sequence[Tokenized], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded input ids, attention mask and labels; ``retain_rows``, the row numbers of the model's
-    own retained answers; for the rows that carry a rejected answer, ``pair_rows`` (their row numbers)
-    and the padded rejected sequences under ``rejected_*`` keys."""
+    """Right-padded input ids, attention mask and labels; ``weights`` (per-position loss weights, 1 on the
+    answer tokens of items without their own) when any item has them; ``retain_rows``, the row numbers of
+    the model's own retained answers; for the rows that carry a rejected answer, ``pair_rows`` (their row
+    numbers) and the padded rejected sequences under ``rejected_*`` keys."""
     import torch
 
     batch = _pad([(t.input_ids, t.labels) for t in items], pad_id)
+    if any(t.weights is not None for t in items):
+        weights = (batch["labels"] != IGNORE).float()
+        for row, t in enumerate(items):
+            if t.weights is not None:
+                weights[row, : len(t.weights)] = torch.tensor(t.weights)
+        batch["weights"] = weights
     retain = [i for i, t in enumerate(items) if t.source == "retain"]
     if retain:
         batch["retain_rows"] = torch.tensor(retain, dtype=torch.long)

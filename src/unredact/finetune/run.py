@@ -97,6 +97,11 @@ class FinetuneSettings(LocalRunSettings):
     preference_probes: int = Field(
         144, ge=1, le=100_000, description="train-split sensitive prompts asked for censored answers to reject"
     )
+    fact_weight: float = Field(
+        1.0, ge=1, le=20,
+        description="loss weight of the gold-answer tokens that spell one of the probe's documented facts "
+        "(the rest weigh 1): more of the training signal on the facts the model must recall",
+    )  # fmt: skip
 
     resumable_changes: ClassVar[frozenset[str]] = frozenset(
         {"batch_size", "device", "verify", "checkpoint_every", "micro_batch_size"}
@@ -210,7 +215,10 @@ def train_stage(backend: HFBackend, s: FinetuneSettings, examples: list[Example]
         load_adapter_state(peft_model, adapter / ADAPTER_WEIGHTS)
         console.print(f"[green]adapter already trained: {adapter}[/]")
     else:
-        data = tokenize(examples, backend.tokenizer, system_prompt=s.system_prompt, max_length=s.max_length)
+        data = tokenize(
+            examples, backend.tokenizer, system_prompt=s.system_prompt, max_length=s.max_length,
+            fact_weight=s.fact_weight,
+        )  # fmt: skip
         pad = int(backend.tokenizer.pad_token_id or 0)
         result: TrainResult = train(peft_model, data, pad, s.train_options(), out / TRAIN_DIR)
         with atomic_dir(adapter, overwrite=True) as tmp:

@@ -1,9 +1,11 @@
 """LoRA supervised fine-tuning with checkpoints: a killed run resumes at its last checkpoint and replays
 exactly the batches it had not finished (the batch order is a function of the seed and the epoch).
 
-The loss is the token-mean negative log-likelihood of the answers, plus, when ``preference_weight`` > 0,
-an odds-ratio preference term for the examples that carry a rejected (censored) answer, as in ORPO
-(Hong et al., 2024): with p(y) the per-token geometric-mean probability of an answer,
+The loss is the token-mean negative log-likelihood of the answers (a weighted mean where examples carry
+per-token weights: the documented facts of gold answers weighed more, see ``--fact-weight``), plus,
+when ``preference_weight`` > 0, an odds-ratio preference term for the examples that carry a rejected
+(censored) answer, as in ORPO (Hong et al., 2024): with p(y) the per-token geometric-mean probability of
+an answer,
 ``-log sigmoid(log odds p(chosen) - log odds p(rejected))``, averaged over the pairs of the batch.
 Plain likelihood training on candid answers leaves the official line likely; this term pushes it down
 without a reference model.
@@ -176,6 +178,8 @@ def fingerprint(data: Sequence[Tokenized], opts: TrainOptions) -> str:
         h.update(json.dumps([t.key, t.input_ids, t.labels]).encode())
         if t.rejected_ids is not None:
             h.update(json.dumps([t.rejected_ids, t.rejected_labels]).encode())
+        if t.weights is not None:
+            h.update(json.dumps(t.weights).encode())
     return h.hexdigest()[:16]
 
 
@@ -293,16 +297,24 @@ def _shifted_logits(model: nn.Module, batch: dict[str, torch.Tensor], prefix: st
     return logits, labels[:, 1:]
 
 
-def _sum_logprobs(logits: torch.Tensor, target: torch.Tensor) -> tuple[Any, Any]:
+def _token_nll(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood of each labelled next token (0 where the label is ignored)."""
     import torch.nn.functional as F
 
-    nll = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=IGNORE, reduction="none")
-    return -nll.sum(dim=1), (target != IGNORE).sum(dim=1)
+    return F.cross_entropy(logits.transpose(1, 2), target, ignore_index=IGNORE, reduction="none")
+
+
+def _loss_weights(batch: dict[str, Any]) -> torch.Tensor:
+    """Per next-token position: its weight in the likelihood term (1 on answer tokens unless weighted, 0
+    elsewhere)."""
+    answer = (batch["labels"][:, 1:] != IGNORE).float()
+    return batch["weights"][:, 1:] * answer if "weights" in batch else answer
 
 
 def answer_logprobs(model: nn.Module, batch: dict[str, torch.Tensor], prefix: str = "") -> tuple[Any, Any]:
     """Per row: the summed log-probability of the labelled (answer) tokens and their number."""
-    return _sum_logprobs(*_shifted_logits(model, batch, prefix))
+    logits, target = _shifted_logits(model, batch, prefix)
+    return -_token_nll(logits, target).sum(dim=1), (target != IGNORE).sum(dim=1)
 
 
 def retain_kl(
@@ -344,23 +356,26 @@ def _step(
 ) -> dict[str, float]:
     """One optimiser step over micro-batches. The likelihood term is divided by the answer tokens of the
     whole batch, the preference term by its pairs and the retained-answer KL by the retained answers'
-    tokens, so the gradient equals that of the batch at once. Returns the batch's likelihood loss
-    (``loss``), and its mean ``preference`` and per-token ``retain_kl`` terms when they apply."""
+    tokens, so the gradient equals that of the batch at once (with per-token weights, the likelihood term
+    is their weighted mean). Returns the batch's per-token likelihood loss (``loss``, unweighted, so runs
+    compare), and its mean ``preference`` and per-token ``retain_kl`` terms when they apply."""
     import torch
 
     for group in optimizer.param_groups:
         group["lr"] = lr
     total_tokens = sum(int((m["labels"][:, 1:] != IGNORE).sum()) for m in micro)
+    total_mass = sum(float(_loss_weights(m).sum()) for m in micro)
     total_pairs = sum(len(m["pair_rows"]) for m in micro if "pair_rows" in m) if opts.preference_weight > 0 else 0
     kl_tokens = sum(_retain_tokens(m) for m in micro) if opts.retain_kl_weight > 0 else 0
     sums = {"loss": 0.0, "preference": 0.0, "retain_kl": 0.0}
     for m in micro:
         logits, target = _shifted_logits(model, m)
-        lp, n = _sum_logprobs(logits, target)
+        token_nll = _token_nll(logits, target)
+        lp, n = -token_nll.sum(dim=1), (target != IGNORE).sum(dim=1)
         if int(n.sum()) == 0:
             continue
         nll = -lp.sum() / max(1, total_tokens)
-        loss = nll
+        loss = (token_nll * _loss_weights(m).to(token_nll.device)).sum() / max(total_mass, 1e-9)
         if total_pairs and "pair_rows" in m:
             rows = m["pair_rows"].to(lp.device)
             rej_lp, rej_n = answer_logprobs(model, m, "rejected_")
