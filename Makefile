@@ -3,6 +3,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Free disk space the install needs (KB): the venv takes about 2 GB and pip unpacks wheels beside it.
+MIN_FREE_KB ?= 3000000
 
 .PHONY: install demo test lint bench clean chromium
 
@@ -12,6 +14,8 @@ $(BIN)/python:
 
 # torch first, pinned: a plain `torch` requirement would pull several GB of CUDA packages.
 $(STAMP): $(BIN)/python pyproject.toml
+	@avail=$$(df -Pk . | awk 'NR==2 {print $$4}'); [ "$$avail" -ge $(MIN_FREE_KB) ] || \
+	  { echo "error: installing needs $$(($(MIN_FREE_KB) / 1024)) MB of free disk space here; $$((avail / 1024)) MB free"; exit 1; }
 	$(BIN)/pip install -q --no-cache-dir torch==2.13.0
 	$(BIN)/pip install -q --no-cache-dir -e ".[hf,remove,web,dev]"
 	touch $(STAMP)
