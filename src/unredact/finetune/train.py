@@ -5,8 +5,8 @@ The loss is the token-mean negative log-likelihood of the answers (a weighted me
 per-token weights: the documented facts of gold answers weighed more, see ``--fact-weight``), plus,
 when ``preference_weight`` > 0, an odds-ratio preference term for the examples that carry a rejected
 (censored) answer, as in ORPO (Hong et al., 2024): with p(y) the per-token geometric-mean probability of
-an answer,
-``-log sigmoid(log odds p(chosen) - log odds p(rejected))``, averaged over the pairs of the batch.
+an answer, ``-log sigmoid(log odds p(chosen) - log odds p(rejected))``, averaged over the pairs of the
+batch.
 Plain likelihood training on candid answers leaves the official line likely; this term pushes it down
 without a reference model.
 
