@@ -175,16 +175,22 @@ def tokenize(
     if weigh and not getattr(tokenizer, "is_fast", False):
         raise UnredactError("--fact-weight needs a fast tokenizer (character offsets of the answer tokens)")
 
-    def answer_ids(text: str, complete: bool, room: int) -> list[int]:
-        ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    def answer_ids(
+        text: str, complete: bool, room: int, facts: Sequence[str] = ()
+    ) -> tuple[list[int], list[float] | None]:
+        """Answer token ids (+ end of turn), cut to ``room``; with facts to weigh, each token's weight
+        from the same tokenisation's character offsets (the end-of-turn token weighs 1)."""
+        offsets = weigh and bool(facts)
+        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=offsets)
+        ids = list(encoded["input_ids"])
+        weights = None
+        if offsets:
+            spans = [(int(a), int(b)) for a, b in encoded["offset_mapping"]]
+            weights = token_weights(spans, fact_spans(text, facts), fact_weight)
         if complete and eos is not None:
             ids.append(int(eos))
-        return ids[:room]
-
-    def answer_weights(ex: Example, n: int) -> list[float]:
-        offsets = tokenizer(ex.answer, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-        per_token = token_weights([(int(a), int(b)) for a, b in offsets], fact_spans(ex.answer, ex.facts), fact_weight)
-        return (per_token + [1.0] * n)[:n]  # the end-of-turn token, when there is one, weighs 1
+            weights = [*weights, 1.0] if weights is not None else None
+        return ids[:room], weights[:room] if weights is not None else None
 
     out: list[Tokenized] = []
     for ex in examples:
@@ -194,9 +200,9 @@ def tokenize(
         if room < 1:
             raise UnredactError(f"{ex.key}: the prompt alone has {len(prompt_ids)} tokens (max_length {max_length})")
         masked = [IGNORE] * len(prompt_ids)
-        chosen = answer_ids(ex.answer, ex.complete, room)
-        rejected = answer_ids(ex.rejected, ex.rejected_complete, room) if ex.rejected is not None else None
-        weights = [0.0] * len(prompt_ids) + answer_weights(ex, len(chosen)) if weigh and ex.facts else None
+        chosen, chosen_weights = answer_ids(ex.answer, ex.complete, room, ex.facts)
+        rejected = answer_ids(ex.rejected, ex.rejected_complete, room)[0] if ex.rejected is not None else None
+        weights = [0.0] * len(prompt_ids) + chosen_weights if chosen_weights is not None else None
         out.append(
             Tokenized(
                 ex.key,
