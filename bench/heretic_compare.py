@@ -39,9 +39,9 @@ import tomli_w
 
 from unredact.errors import UnredactError
 from unredact.models.loader import resolve_model
-from unredact.probes.loader import load_probes
+from unredact.probes.loader import load_probes, select_balanced
 from unredact.probes.schema import Probe
-from unredact.whitebox.remove import KINDS_TEST, select_balanced
+from unredact.whitebox.remove import KINDS_TEST
 
 HERETIC_VERSION = "1.4.0"
 TORCH_VERSION = "2.13.0"

@@ -51,3 +51,24 @@ def test_directions_command_with_answer_tokens(tmp_path: Path) -> None:
     assert prompt_only.meta["response_tokens"] == 0
     assert not torch.allclose(with_answers.censorship, prompt_only.censorship)  # other positions, other directions
     assert CliRunner().invoke(app, [*args, "--response-tokens", "-1"]).exit_code == 2
+
+
+def test_directions_from_a_capped_balanced_prompt_set(tmp_path: Path) -> None:
+    from collections import Counter
+
+    from unredact.probes.loader import load_probes, probes_hash, select_balanced
+
+    tok = tiny_tokenizer()
+    model = tiny_model("qwen2", len(tok))
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    backend = HFBackend("hf", str(tmp_path / "m"), BackendOptions(dtype="float32", device="cpu"))
+    full = extract_directions(backend, "default", tmp_path / "all.safetensors", batch_size=64)
+    capped = extract_directions(backend, "default", tmp_path / "capped.safetensors", batch_size=64, max_prompts=16)
+    assert capped.meta["max_prompts"] == 16 and full.meta["max_prompts"] == 0
+    assert capped.meta["counts"]["sensitive"] == 16 and full.meta["counts"]["sensitive"] == 432
+    chosen = select_balanced(load_probes("default"), kind="sensitive", split="train", n=16)
+    assert Counter(p.lang for p in chosen) == {"en": 4, "fr": 4, "zh-Hans": 4, "zh-Hant": 4}
+    assert len({p.topic for p in chosen}) == 4  # four whole questions from four topics
+    assert capped.prompt_hashes["sensitive"] == probes_hash(chosen)
+    assert not torch.allclose(capped.censorship, full.censorship)  # fewer prompts, another estimate

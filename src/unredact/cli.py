@@ -323,6 +323,9 @@ def directions(
     response_tokens: Annotated[
         int, typer.Option(min=0, max=16, help="also average the first N greedy answer tokens (0: last prompt token)")
     ] = 0,
+    max_prompts: Annotated[
+        int, typer.Option(min=0, help="at most N train prompts per group, balanced over topics (0: all)")
+    ] = 0,
 ) -> None:
     """Censorship and harmful-refusal directions per layer (the censorship one orthogonal to refusal)."""
     from unredact.backends.registry import LOCAL_KINDS, BackendOptions, load_backend, parse_spec
@@ -332,7 +335,15 @@ def directions(
     from unredact.whitebox.extract import extract_directions
 
     backend = load_backend(model, BackendOptions(dtype=dtype))
-    result = extract_directions(backend, probes, out, audit_run, batch_size, response_tokens)  # type: ignore[arg-type]
+    result = extract_directions(
+        backend,
+        probes,
+        out,
+        audit_run,  # type: ignore[arg-type]
+        batch_size,
+        response_tokens,
+        max_prompts,
+    )
     _echo(f"[bold green]directions:[/] {out} ({result.n_layers} layers, hidden {result.hidden_size})")
 
 

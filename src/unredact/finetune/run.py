@@ -167,7 +167,7 @@ def _gold_sha(spec: str) -> str:
 
 def preference_probes(probes: list[Probe], gold: list[Any], n: int) -> list[Probe]:
     """Up to ``n`` train-split sensitive probes with gold answers (whole questions, topics round-robin)."""
-    from unredact.whitebox.remove import select_balanced
+    from unredact.probes.loader import select_balanced
 
     with_gold = {g.probe.id for g in gold}
     return select_balanced([p for p in probes if p.id in with_gold], kind="sensitive", split="train", n=n)

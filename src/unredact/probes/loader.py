@@ -130,3 +130,24 @@ def _quick_subset(probes: Sequence[Probe]) -> list[Probe]:
         for topic in topics[: _QUICK_MAX_TOPICS.get(kind, 4)]:
             keep.update(pairs_by_group[(kind, topic)][: _QUICK_PAIRS_PER_GROUP.get(kind, 1)])
     return [p for p in probes if p.pair_id in keep]
+
+
+def select_balanced(
+    probes: Sequence[Probe], *, kind: str, split: str, n: int, langs: Sequence[str] | None = None
+) -> list[Probe]:
+    """Up to ``n`` probes of one kind and split: whole questions (all their languages) taken round-robin
+    over topics, so languages stay balanced and topics are spread. Deterministic (file order)."""
+    items = [p for p in probes if p.kind == kind and p.split == split and (not langs or p.lang in langs)]
+    pairs: dict[str, list[Probe]] = defaultdict(list)
+    topics: dict[str, list[str]] = defaultdict(list)
+    for p in items:
+        if p.pair_id not in pairs:
+            topics[p.topic].append(p.pair_id)
+        pairs[p.pair_id].append(p)
+    queues = [list(v) for v in topics.values()]
+    out: list[Probe] = []
+    while len(out) < n and any(queues):
+        for q in queues:
+            if q and len(out) < n:
+                out.extend(pairs[q.pop(0)][: n - len(out)])
+    return out

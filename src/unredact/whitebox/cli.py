@@ -47,6 +47,7 @@ def remove(
     audit_run: Annotated[Path | None, typer.Option(help=_help("audit_run"))] = None,
     verify: Annotated[str, typer.Option(help=_help("verify"))] = "quick",
     response_tokens: Annotated[int, typer.Option(help=_help("response_tokens"))] = 0,
+    direction_prompts: Annotated[int, typer.Option(help=_help("direction_prompts"))] = 0,
     adapter: Annotated[bool, typer.Option(help=_help("adapter"))] = False,
     arch: Annotated[str | None, typer.Option(help=_help("arch"))] = None,
 ) -> None:
@@ -92,6 +93,7 @@ def remove(
         audit_run=str(audit_run) if audit_run else None,
         verify=verify,
         response_tokens=response_tokens,
+        direction_prompts=direction_prompts,
         adapter=adapter,
         arch=arch,
     )

@@ -10,7 +10,7 @@ import torch
 from unredact.backends.hf import HFBackend
 from unredact.errors import UnredactError
 from unredact.judge.core import CENSORED
-from unredact.probes.loader import load_probes, probes_hash, select_probes
+from unredact.probes.loader import load_probes, probes_hash, select_balanced, select_probes
 from unredact.probes.schema import Probe
 from unredact.rundir import RESPONSES, VERDICTS, read_jsonl
 from unredact.ui import console
@@ -48,7 +48,10 @@ def extract_directions(
     audit_run: Path | None = None,
     batch_size: int = 16,
     response_tokens: int = 0,
+    max_prompts: int = 0,
 ) -> DirectionSet:
+    """Directions from the train split's groups, saved to ``out``. ``max_prompts`` > 0 caps each group
+    (whole questions round-robin over topics, so languages and topics stay balanced)."""
     probes = load_probes(probes_spec)
     train = select_probes(probes, splits=["train"])
     groups = {
@@ -57,6 +60,10 @@ def extract_directions(
     if audit_run is not None:
         keep = censored_ids(audit_run)
         groups["sensitive"] = [p for p in groups["sensitive"] if p.id in keep]
+    if max_prompts > 0:
+        groups = {
+            kind: select_balanced(items, kind=kind, split="train", n=max_prompts) for kind, items in groups.items()
+        }
     for kind, items in groups.items():
         if len(items) < 4:
             raise UnredactError(f"too few train-split {kind} probes ({len(items)}) to estimate a direction")
@@ -78,6 +85,7 @@ def extract_directions(
             "audit_run": str(audit_run) if audit_run else None,
             "counts": {kind: len(items) for kind, items in groups.items()},
             "response_tokens": response_tokens,
+            "max_prompts": max_prompts,
         },
     )
     directions.save(out)

@@ -10,7 +10,6 @@ import resource
 import shutil
 import sys
 import time
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from unredact import __version__
 from unredact.errors import UnredactError
+from unredact.probes.loader import select_balanced
 from unredact.rundir import atomic_write_json, atomic_write_text, sha256_file, weight_hashes
 from unredact.ui import console
 from unredact.validation import validate_settings
@@ -119,6 +119,9 @@ class RemoveSettings(LocalRunSettings):
     response_tokens: int = Field(
         0, ge=0, le=16, description="directions: also average the first N greedy answer tokens (0: last prompt token)"
     )
+    direction_prompts: int = Field(
+        0, ge=0, description="directions: at most N train prompts per group, balanced over topics (0: all)"
+    )
     adapter: bool = Field(
         False, description="also write the chosen edit as a PEFT LoRA adapter (rank 1 per edited weight) in OUT/adapter"
     )
@@ -146,6 +149,7 @@ class RemoveSettings(LocalRunSettings):
             "audit_run",
             "arch",
             "response_tokens",
+            "direction_prompts",
         ]
         return {k: getattr(self, k) for k in keep}
 
@@ -172,27 +176,6 @@ class RemoveResult:
 
 
 # ---- probe selection ----------------------------------------------------------------------------
-
-
-def select_balanced(
-    probes: Sequence[Probe], *, kind: str, split: str, n: int, langs: Sequence[str] | None = None
-) -> list[Probe]:
-    """Up to ``n`` probes of one kind and split: whole questions (all their languages) taken round-robin
-    over topics, so languages stay balanced and topics are spread. Deterministic (file order)."""
-    items = [p for p in probes if p.kind == kind and p.split == split and (not langs or p.lang in langs)]
-    pairs: dict[str, list[Probe]] = defaultdict(list)
-    topics: dict[str, list[str]] = defaultdict(list)
-    for p in items:
-        if p.pair_id not in pairs:
-            topics[p.topic].append(p.pair_id)
-        pairs[p.pair_id].append(p)
-    queues = [list(v) for v in topics.values()]
-    out: list[Probe] = []
-    while len(out) < n and any(queues):
-        for q in queues:
-            if q and len(out) < n:
-                out.extend(pairs[q.pop(0)][: n - len(out)])
-    return out
 
 
 def eval_probes(probes: Sequence[Probe], s: LocalRunSettings) -> list[Probe]:
@@ -339,7 +322,9 @@ def directions_stage(backend: HFBackend, s: RemoveSettings, out: Path) -> Direct
             raise UnredactError(f"{path} was extracted from {directions.model_id}, not {backend.spec}")
         console.print(f"[green]directions already in {path}[/]")
         return directions
-    return extract_directions(backend, s.probes, path, None, s.forward_batch_size, s.response_tokens)
+    return extract_directions(
+        backend, s.probes, path, None, s.forward_batch_size, s.response_tokens, s.direction_prompts
+    )
 
 
 def _train_censored_ids(audit_run: str) -> set[str]:
