@@ -10,8 +10,9 @@ Usage:
     .venv/bin/python bench/heretic_compare.py --model demo/qwen2.5-coder-0.5b \
         --unredact-run runs/remove-demo --trials 8 --out runs/bench/heretic-0.5b
 Flags: --dry-run (venv + prompt files + config only; prints the heretic command), --skip-heretic (judge an
-existing OUT/model again), --max-new-tokens (override the audit answer length; rows then stop being
-comparable with the unredact run's reports), --set KEY=TOML_VALUE (any further heretic config key).
+existing OUT/model again), --full-test (also the original and both edits on the whole test split, in
+OUT/full-test/), --max-new-tokens (override the audit answer length; rows then stop being comparable
+with the unredact run's reports), --set KEY=TOML_VALUE (any further heretic config key).
 Outputs in OUT: heretic.log, heretic-work/ (config.toml, prompt files, study), model/, audit-test/,
 compare.json, compare.md.
 """
@@ -445,6 +446,37 @@ def audit_model(model_dir: Path, run: RunInfo, out: Path, max_new_tokens: int, b
     return data
 
 
+FULL_TEST_KINDS = ("sensitive", "harmful", "harmless")
+
+
+def full_test_audits(models: dict[str, str], run: RunInfo, out: Path, max_new_tokens: int, batch_size: int) -> dict:
+    """Every model on the whole test split (all sensitive, harmful and harmless test probes), so that the
+    comparison does not rest on a few dozen answers. Resumable: an audit already done is not redone."""
+    from unredact.pipeline import audit_and_report
+    from unredact.settings import AuditSettings
+
+    s, rows = run.settings, {}
+    for name, spec in models.items():
+        log(f"full test split: {name} ({spec})")
+        settings = AuditSettings(
+            model=spec,
+            probes=s.get("probes", "default"),
+            profile="full",
+            kinds=list(FULL_TEST_KINDS),
+            splits=["test"],
+            system_prompt=s.get("system_prompt"),
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            dtype=s.get("dtype", "auto"),
+            device=s.get("device", "auto"),
+            judge=s.get("judge", "auto"),
+        )
+        audit_and_report(settings, out / name)
+        report = json.loads((out / name / "report.json").read_text(encoding="utf-8"))
+        rows[name] = metrics(report) | {"mean_fact_coverage": report["summary"].get("mean_fact_coverage")}
+    return rows
+
+
 def common_kl(
     base_spec: str, models: dict[str, Path], run: RunInfo, *, k: int = 4, batch_size: int = 8
 ) -> dict[str, dict[str, dict[str, float]]]:
@@ -603,8 +635,24 @@ def render_markdown(cmp: dict[str, Any]) -> str:
             "- Common KL: unredact.whitebox.objectives first-token KL(original || edited) on all harmless test probes, "
             "teacher-forced on the original's greedy answer, for both edits."
         )
+    if cmp.get("full_test"):
+        out += ["", *render_full_test(cmp["full_test"])]
     out += [f"- {n}" for n in cmp["notes"]]
     return "\n".join(out) + "\n"
+
+
+def render_full_test(rows: dict[str, dict[str, Any]]) -> list[str]:
+    n = (rows.get("baseline") or {}).get("censorship_index", {}).get("n")
+    lines = [
+        f"Whole test split ({n} sensitive questions, all harmful and harmless test probes, same judge and length):",
+        "",
+        "| | censorship index | candid | fabrication | harmful refusal | mean fact coverage |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, m in rows.items():
+        cells = [_rate(m[k]) for k in ("censorship_index", "candid", "fabrication", "harmful_refusal")]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {_num(m.get('mean_fact_coverage'), '{:.3f}')} |")
+    return [*lines, ""]
 
 
 # ---- main ---------------------------------------------------------------------------------------
@@ -647,6 +695,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--audit-batch-size", type=int, default=8)
     ap.add_argument("--unredact-seconds", type=float, default=None, help="measured total wall time of the unredact run")
     ap.add_argument("--no-kl", action="store_true", help="skip the common KL measurement")
+    ap.add_argument(
+        "--full-test", action="store_true", help="also judge all three models on the whole test split (slower)"
+    )
     ap.add_argument("--dry-run", action="store_true", help="prepare venv, prompt files and config; do not run heretic")
     ap.add_argument("--skip-heretic", action="store_true", help="reuse OUT/model; only judge and compare")
     return ap.parse_args(argv)
@@ -736,6 +787,11 @@ def main(argv: list[str] | None = None) -> int:
         log("common KL (first tokens, harmless test probes) of both edits")
         kl_common = common_kl(spec, {"heretic": saved, "unredact": run.path / "model"}, run)
 
+    full_test: dict[str, Any] = {}
+    if args.full_test:
+        models = {"baseline": spec, "heretic": f"hf/{saved}", "unredact": f"hf/{run.path / 'model'}"}
+        full_test = full_test_audits(models, run, out / "full-test", max_new_tokens, args.audit_batch_size)
+
     u_seconds, u_rss, cost_notes = unredact_cost(run, args.unredact_seconds)
     notes += cost_notes
     h_seconds = heretic_info.get("seconds")
@@ -773,6 +829,7 @@ def main(argv: list[str] | None = None) -> int:
                 "metrics": metrics(unredact_report),
             },
         },
+        "full_test": full_test,
         "time_ratio_heretic_over_unredact": round(h_seconds / u_seconds, 3) if h_seconds and u_seconds else None,
         "notes": notes,
     }
