@@ -51,6 +51,9 @@ def test_directions_command_with_answer_tokens(tmp_path: Path) -> None:
     assert prompt_only.meta["response_tokens"] == 0
     assert not torch.allclose(with_answers.censorship, prompt_only.censorship)  # other positions, other directions
     assert CliRunner().invoke(app, [*args, "--response-tokens", "-1"]).exit_code == 2
+    assert CliRunner().invoke(app, [*args, "--batch-size", "64", "--max-prompts", "8"]).exit_code == 0
+    assert DirectionSet.load(out).meta["counts"]["sensitive"] == 8
+    assert CliRunner().invoke(app, [*args, "--max-prompts", "-1"]).exit_code == 2
 
 
 def test_directions_from_a_capped_balanced_prompt_set(tmp_path: Path) -> None:
