@@ -415,20 +415,19 @@ def check_model_dir(path: Path) -> bool:
 # ---- 5. judging with unredact -------------------------------------------------------------------
 
 
-def audit_model(model_dir: Path, run: RunInfo, out: Path, max_new_tokens: int, batch_size: int) -> dict[str, Any]:
-    """unredact's test audit of ``model_dir`` on the unredact run's test-split probes, same settings."""
+def judged_audit(
+    spec: str, probes: str, kinds: list[str], run: RunInfo, out: Path, max_new_tokens: int, batch_size: int
+) -> dict[str, Any]:
+    """unredact's audit of ``spec`` on the test split of ``probes``, with the unredact run's settings; its report."""
     from unredact.pipeline import audit_and_report
     from unredact.settings import AuditSettings
 
-    test = [p for p in run.eval_probes if p["split"] == "test" and p["kind"] in KINDS_TEST]
-    probe_file = out.parent / "test_probes.jsonl"
-    probe_file.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in test), encoding="utf-8")
     s = run.settings
     settings = AuditSettings(
-        model=f"hf/{model_dir}",
-        probes=str(probe_file),
+        model=spec,
+        probes=probes,
         profile="full",
-        kinds=list(KINDS_TEST),
+        kinds=kinds,
         splits=["test"],
         system_prompt=s.get("system_prompt"),
         max_new_tokens=max_new_tokens,
@@ -441,6 +440,15 @@ def audit_model(model_dir: Path, run: RunInfo, out: Path, max_new_tokens: int, b
     if not (out / "report.json").is_file():
         raise BenchError(f"the audit wrote no {out / 'report.json'}")
     data: dict[str, Any] = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    return data
+
+
+def audit_model(model_dir: Path, run: RunInfo, out: Path, max_new_tokens: int, batch_size: int) -> dict[str, Any]:
+    """unredact's test audit of ``model_dir`` on the unredact run's test-split probes, same settings."""
+    test = [p for p in run.eval_probes if p["split"] == "test" and p["kind"] in KINDS_TEST]
+    probe_file = out.parent / "test_probes.jsonl"
+    probe_file.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in test), encoding="utf-8")
+    data = judged_audit(f"hf/{model_dir}", str(probe_file), list(KINDS_TEST), run, out, max_new_tokens, batch_size)
     if data["summary"]["answers"] != len(test):
         raise BenchError(f"{out}: {data['summary']['answers']} answers for {len(test)} test probes")
     return data
@@ -452,27 +460,10 @@ FULL_TEST_KINDS = ("sensitive", "harmful", "harmless")
 def full_test_audits(models: dict[str, str], run: RunInfo, out: Path, max_new_tokens: int, batch_size: int) -> dict:
     """Every model on the whole test split (all sensitive, harmful and harmless test probes), so that the
     comparison does not rest on a few dozen answers. Resumable: an audit already done is not redone."""
-    from unredact.pipeline import audit_and_report
-    from unredact.settings import AuditSettings
-
-    s, rows = run.settings, {}
+    probes, rows = run.settings.get("probes", "default"), {}
     for name, spec in models.items():
         log(f"full test split: {name} ({spec})")
-        settings = AuditSettings(
-            model=spec,
-            probes=s.get("probes", "default"),
-            profile="full",
-            kinds=list(FULL_TEST_KINDS),
-            splits=["test"],
-            system_prompt=s.get("system_prompt"),
-            max_new_tokens=max_new_tokens,
-            batch_size=batch_size,
-            dtype=s.get("dtype", "auto"),
-            device=s.get("device", "auto"),
-            judge=s.get("judge", "auto"),
-        )
-        audit_and_report(settings, out / name)
-        report = json.loads((out / name / "report.json").read_text(encoding="utf-8"))
+        report = judged_audit(spec, probes, list(FULL_TEST_KINDS), run, out / name, max_new_tokens, batch_size)
         rows[name] = metrics(report) | {"mean_fact_coverage": report["summary"].get("mean_fact_coverage")}
     return rows
 

@@ -13,12 +13,16 @@ from unredact.whitebox.directions import DirectionSet
 from unredact.whitebox.extract import extract_directions
 
 
-def test_directions_from_a_local_model(tmp_path: Path) -> None:
+def _saved_tiny_backend(tmp_path: Path) -> HFBackend:
+    """A tiny random Qwen2 saved to ``tmp_path/m`` and loaded back through the hf/ backend."""
     tok = tiny_tokenizer()
-    model = tiny_model("qwen2", len(tok))
-    model.save_pretrained(tmp_path / "m")
+    tiny_model("qwen2", len(tok)).save_pretrained(tmp_path / "m")
     tok.save_pretrained(tmp_path / "m")
-    backend = HFBackend("hf", str(tmp_path / "m"), BackendOptions(dtype="float32", device="cpu"))
+    return HFBackend("hf", str(tmp_path / "m"), BackendOptions(dtype="float32", device="cpu"))
+
+
+def test_directions_from_a_local_model(tmp_path: Path) -> None:
+    backend = _saved_tiny_backend(tmp_path)
     out = tmp_path / "dirs.safetensors"
     result = extract_directions(backend, "default", out, batch_size=64)
     loaded = DirectionSet.load(out)
@@ -61,11 +65,7 @@ def test_directions_from_a_capped_balanced_prompt_set(tmp_path: Path) -> None:
 
     from unredact.probes.loader import load_probes, probes_hash, select_balanced
 
-    tok = tiny_tokenizer()
-    model = tiny_model("qwen2", len(tok))
-    model.save_pretrained(tmp_path / "m")
-    tok.save_pretrained(tmp_path / "m")
-    backend = HFBackend("hf", str(tmp_path / "m"), BackendOptions(dtype="float32", device="cpu"))
+    backend = _saved_tiny_backend(tmp_path)
     full = extract_directions(backend, "default", tmp_path / "all.safetensors", batch_size=64)
     capped = extract_directions(backend, "default", tmp_path / "capped.safetensors", batch_size=64, max_prompts=16)
     assert capped.meta["max_prompts"] == 16 and full.meta["max_prompts"] == 0
