@@ -42,6 +42,7 @@ from unredact.whitebox.objectives import (  # noqa: E402
 from unredact.whitebox.search import (  # noqa: E402
     DEFAULT_PARAMS,
     JOURNAL,
+    LATE_PARAMS,
     STUDY_NAME,
     AblationParams,
     completed,
@@ -203,7 +204,7 @@ def test_search_runs_and_resumes_after_kill(backend: HFBackend, tmp_path: Path) 
     assert unedited.harm_loss == 0.0 and unedited.kl == 0.0 and unedited.censorship == data.base_censorship
     study = run_search(backend, deltas, directions, data, tmp_path, trials=3, seed=3)
     assert len(completed(study)) == 3 and same_weights(backend.model, before)
-    assert completed(study)[0].params == DEFAULT_PARAMS  # the queued first trial
+    assert [t.params for t in completed(study)[:2]] == [DEFAULT_PARAMS, LATE_PARAMS]  # the queued trials
     assert all(len(t.values) == 3 and t.user_attrs["scores"]["kl_by_lang"] for t in completed(study))
 
     def die(number: int) -> None:
@@ -421,3 +422,19 @@ def test_censorship_target_line() -> None:
     assert "**met**" in censorship_target_line(ci(0.5), ci(0.05))
     assert "up 20%" in censorship_target_line(ci(0.5), ci(0.6))
     assert "n/a" in censorship_target_line(ci(0.0), ci(0.0))
+
+
+def test_choice_prefers_eligible_then_the_smallest_constraint_shortfall() -> None:
+    from unredact.whitebox.remove import Candidate, choose
+
+    def cand(trial: int, censorship: float, kl: float, eligible: bool, shortfall: float = 0.0) -> Candidate:
+        return Candidate(trial, {}, (0.1, 0.0, kl), {}, censorship, 0.0, eligible, [], shortfall)
+
+    safe, bolder, best = cand(0, 0.30, 0.02, True), cand(1, 0.20, 0.03, True), cand(2, 0.20, 0.01, True)
+    assert choose([safe, bolder, best]).trial == 2  # lowest censorship, then lowest KL
+    # none eligible: one refusal short beats all refusals lost, however low the latter's censorship
+    one_short, all_lost = cand(3, 0.125, 0.025, False, 0.058), cand(4, 0.04, 0.036, False, 0.225)
+    assert choose([all_lost, one_short]).trial == 3
+    assert choose([all_lost, one_short, safe]).trial == 0  # an eligible one always wins
+    tie_a, tie_b = cand(5, 0.3, 0.02, False, 0.1), cand(6, 0.2, 0.02, False, 0.1)
+    assert choose([tie_a, tie_b]).trial == 6  # equal shortfall: lower censorship

@@ -396,6 +396,9 @@ class Candidate:
     harmful_refusal: float = 0.0
     eligible: bool = False
     why_not: list[str] = field(default_factory=list)
+    #: how far the candidate misses the constraints: harmful-refusal rate below the kept share of the
+    #: original's, plus KL above the target (0 when eligible)
+    shortfall: float = 0.0
 
 
 def confirm_stage(
@@ -440,18 +443,20 @@ def confirm_stage(
             c.why_not.append(f"harmful refusal {c.harmful_refusal:.0%} < {s.harmful_keep:.0%} of {base_harm:.0%}")
         if c.values[2] > s.kl_max:
             c.why_not.append(f"KL {c.values[2]:.3f} > {s.kl_max}")
+        c.shortfall = max(0.0, s.harmful_keep * base_harm - c.harmful_refusal) + max(0.0, c.values[2] - s.kl_max)
         c.eligible = not c.why_not
         confirmed.append(c)
     return choose(confirmed), confirmed
 
 
 def choose(candidates: Sequence[Candidate]) -> Candidate:
-    """Lowest dev censorship index among eligible candidates (ties: lower KL); if none is eligible,
-    the lowest censorship index + harmful-refusal shortfall + KL excess."""
+    """Lowest dev censorship index among eligible candidates (ties: lower KL); if none is eligible, the
+    one that misses the constraints by least (harmful-refusal shortfall + KL excess), then the lowest
+    censorship: a candidate never wins by giving up more of the safety refusals than another."""
     eligible = [c for c in candidates if c.eligible]
     if eligible:
         return min(eligible, key=lambda c: (c.censorship, c.values[2], c.trial))
-    return min(candidates, key=lambda c: (c.censorship + len(c.why_not), c.values[2], c.trial))
+    return min(candidates, key=lambda c: (round(c.shortfall, 6), c.censorship, c.values[2], c.trial))
 
 
 def export_stage(backend: HFBackend, chosen: AblationParams, trial: int, out: Path, card: str) -> tuple[Path, float]:

@@ -76,6 +76,14 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "refusal_mix": 0.0,
 }
 
+#: A second queued trial: a narrower kernel on the later layers with stronger MLP ablation, where
+#: heretic's best trials sat on both demo models; on the 0.5B's train objectives it had a lower refusal
+#: proxy (0.168 vs 0.176) at a lower KL (0.025 vs 0.034) than the default, at the same harm loss.
+LATE_PARAMS: dict[str, Any] = {**DEFAULT_PARAMS, "peak": 0.8, "width": 0.2, "mlp_max": 1.4}
+
+#: Trials queued when a study starts, before the sampler's own (random, then TPE) trials.
+QUEUED_PARAMS: tuple[dict[str, Any], ...] = (DEFAULT_PARAMS, LATE_PARAMS)
+
 
 @dataclass(frozen=True)
 class AblationParams:
@@ -289,7 +297,7 @@ def pareto_candidates(study: optuna.Study, n: int, kl_max: float = 0.1) -> list[
 def open_study(out_dir: Path, identity: dict[str, Any], seed: int = 0, startup: int = 6) -> optuna.Study:
     """Create or load the study in ``out_dir/search.journal``; refuse a journal of another search.
 
-    The sampler is multi-objective TPE after ``startup`` random trials (the queued default included),
+    The sampler is multi-objective TPE after ``startup`` random trials (the queued ones included),
     seeded with ``seed`` plus the number of trials already in the study.
     """
     import optuna
@@ -335,7 +343,8 @@ def _recover(study: optuna.Study) -> None:
 
     trials = study.get_trials(deepcopy=False)
     if not trials:
-        study.enqueue_trial(DEFAULT_PARAMS)
+        for params in QUEUED_PARAMS:
+            study.enqueue_trial(params)
         return
     for t in trials:
         if t.state == TrialState.RUNNING:
