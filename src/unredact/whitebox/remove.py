@@ -439,11 +439,12 @@ def confirm_stage(
             deltas.reset()
         c = Candidate(t.number, dict(t.params), tuple(t.values), report)  # type: ignore[arg-type]
         c.censorship, c.harmful_refusal = _rate(report, "censorship_index"), _rate(report, "harmful_refusal_rate")
-        if c.harmful_refusal < s.harmful_keep * base_harm:
+        harm_gap, kl_gap = s.harmful_keep * base_harm - c.harmful_refusal, c.values[2] - s.kl_max
+        if harm_gap > 0:
             c.why_not.append(f"harmful refusal {c.harmful_refusal:.0%} < {s.harmful_keep:.0%} of {base_harm:.0%}")
-        if c.values[2] > s.kl_max:
+        if kl_gap > 0:
             c.why_not.append(f"KL {c.values[2]:.3f} > {s.kl_max}")
-        c.shortfall = max(0.0, s.harmful_keep * base_harm - c.harmful_refusal) + max(0.0, c.values[2] - s.kl_max)
+        c.shortfall = max(0.0, harm_gap) + max(0.0, kl_gap)
         c.eligible = not c.why_not
         confirmed.append(c)
     return choose(confirmed), confirmed
