@@ -81,8 +81,15 @@ DEFAULT_PARAMS: dict[str, Any] = {
 #: proxy (0.168 vs 0.176) at a lower KL (0.025 vs 0.034) than the default, at the same harm loss.
 LATE_PARAMS: dict[str, Any] = {**DEFAULT_PARAMS, "peak": 0.8, "width": 0.2, "mlp_max": 1.4}
 
+#: A third queued trial: later still, with the direction turned 15% toward the refusal direction. A
+#: model whose political refusals reuse its safety-refusal phrasing (the 0.5B's English "I'm sorry, but I
+#: can't...") keeps them under an edit orthogonal to the refusal direction; a small mix removes them at
+#: some cost in harmful-refusal mass, which the harm-loss objective and the dev confirmation weigh. On
+#: the 0.5B's train objectives: proxy 0.109 vs 0.168, KL 0.017 vs 0.025, harm loss 0.031 vs 0.003.
+MIXED_PARAMS: dict[str, Any] = {**LATE_PARAMS, "peak": 0.85, "refusal_mix": 0.15}
+
 #: Trials queued when a study starts, before the sampler's own (random, then TPE) trials.
-QUEUED_PARAMS: tuple[dict[str, Any], ...] = (DEFAULT_PARAMS, LATE_PARAMS)
+QUEUED_PARAMS: tuple[dict[str, Any], ...] = (DEFAULT_PARAMS, LATE_PARAMS, MIXED_PARAMS)
 
 
 @dataclass(frozen=True)
