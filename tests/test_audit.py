@@ -112,6 +112,29 @@ def test_resume_after_kill_loses_nothing_and_duplicates_nothing(tmp_path: Path, 
     assert again.generated == 0 and len(list(read_jsonl(out / RESPONSES))) == 10
 
 
+def test_a_second_writer_is_refused_and_a_killed_holder_leaves_no_stale_lock(tmp_path: Path, probe_file: Path) -> None:
+    out = tmp_path / "run"
+    s = settings(probe_file, samples=2, temperature=0.7)
+    with pytest.raises(KeyboardInterrupt):
+        run_generation(s, out, backend=DyingBackend(survive=3))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from unredact.rundir import run_lock\n"
+         f"with run_lock(Path({str(out)!r})):\n    print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunDirError, match=rf"in use by another unredact process \(pid {holder.pid}\)"):
+            run_generation(s, out)
+        assert len(list(read_jsonl(out / RESPONSES))) == 3  # nothing written by the refused run
+    finally:
+        holder.kill()  # SIGKILL: no clean-up code runs in the holder
+        holder.wait()
+    outcome = run_generation(s, out)  # the kernel released the dead holder's lock
+    keys = [r["key"] for r in read_jsonl(out / RESPONSES)]
+    assert outcome.generated == 7 and len(keys) == len(set(keys)) == 10
+
+
 def test_records_carry_probe_fields_and_reproduce_info(tmp_path: Path, probe_file: Path) -> None:
     out = tmp_path / "run"
     run_generation(settings(probe_file, system_prompt="You are a helpful assistant."), out)

@@ -16,6 +16,7 @@ from unredact.backends.hf import HFBackend  # noqa: E402
 from unredact.backends.registry import BackendOptions  # noqa: E402
 from unredact.errors import UnredactError  # noqa: E402
 from unredact.probes.schema import Probe  # noqa: E402
+from unredact.rundir import run_lock  # noqa: E402
 from unredact.whitebox.ablation import AblationDeltas  # noqa: E402
 from unredact.whitebox.directions import DirectionSet  # noqa: E402
 from unredact.whitebox.export import (  # noqa: E402
@@ -369,6 +370,8 @@ def test_run_remove_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         assert (out / "adapter" / "adapter_model.safetensors").is_file()
     with pytest.raises(UnredactError, match="another run"):
         run_remove(f"hf/{model_dir}", out, trials=3, **{**options, "seed": 9})
+    with run_lock(out), pytest.raises(UnredactError, match="in use by another unredact process"):
+        run_remove(f"hf/{model_dir}", out, trials=3, budget_minutes=5, **options)  # a second writer
 
 
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:

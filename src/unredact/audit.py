@@ -7,6 +7,7 @@ import platform
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from unredact.rundir import (
     JsonlAppender,
     RunDir,
     atomic_write_json,
+    run_lock,
     sha256_file,
 )
 from unredact.settings import AuditSettings
@@ -142,23 +144,24 @@ def run_generation(
     if not todo:
         console.print(f"[green]all {total} answers already in {out / RESPONSES}[/]")
         return AuditOutcome(run, 0, total, 0, time.perf_counter() - started)
-    backend = backend or load_backend(s.model, backend_options(s))
-    by_key = {r.key: (p, i) for p, i, r in todo}
-    errors = generated = 0
-    appender: JsonlAppender | None = None
-    try:
+    with ExitStack() as held:
+        if run.path.is_dir():  # one writer per run directory; a new one is locked at its first write
+            held.enter_context(run_lock(run.path))
+        backend = backend or load_backend(s.model, backend_options(s))
+        by_key = {r.key: (p, i) for p, i, r in todo}
+        errors = generated = 0
+        appender: JsonlAppender | None = None
         with generation_progress(total, description, already_done=total - len(todo)) as progress:
             for result in backend.generate([r for _, _, r in todo], progress):
                 if appender is None:  # first answer: only now does the run directory get written
+                    if not run.path.is_dir():
+                        held.enter_context(run_lock(run.path))
                     _write_run_header(run, s, backend, probes, phash)
-                    appender = JsonlAppender(run.file(RESPONSES))
+                    appender = held.enter_context(JsonlAppender(run.file(RESPONSES)))
                 probe, sample = by_key[result.key]
                 appender.append(response_record(probe, sample, result, s))
                 generated += 1
                 errors += result.finish_reason == "error"
-    finally:
-        if appender is not None:
-            appender.close()
     return AuditOutcome(run, generated, total - len(todo), errors, time.perf_counter() - started)
 
 

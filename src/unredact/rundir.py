@@ -76,6 +76,41 @@ def atomic_dir(out: Path, overwrite: bool = False) -> Iterator[Path]:
             shutil.rmtree(tmp)
 
 
+LOCK = ".lock"
+
+
+@contextmanager
+def run_lock(path: Path) -> Iterator[Path]:
+    """Hold an exclusive lock on run directory ``path`` (created if missing) while the block runs.
+
+    Two processes writing the same run directory would generate every missing answer twice and
+    interleave their records; the second one gets one clear error instead. The lock is an ``flock`` on
+    ``path/.lock``, so the kernel releases it when the holder exits, however it dies: a killed run
+    never leaves a stale lock behind. Where ``fcntl`` is missing (Windows) no lock is taken.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        yield path
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            raise RunDirError(
+                f"{path} is in use by another unredact process (pid {holder}); wait for it to finish or use "
+                "another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        yield path
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def sha256_file(path: Path) -> str:
     """sha256 of a file, read in 4 MiB chunks (model weights do not fit comfortably in memory twice)."""
     h = hashlib.sha256()

@@ -26,6 +26,7 @@ from unredact.rundir import (
     atomic_dir,
     atomic_write_json,
     atomic_write_text,
+    run_lock,
     sha256_file,
     weight_hashes,
 )
@@ -273,62 +274,64 @@ def _run(s: FinetuneSettings, out: Path) -> dict[str, Any]:
     probes = load_probes(s.probes)
     gold = load_gold(s.gold, probes)  # a bad gold file fails before anything is written
     stages = Stages()
-    out.mkdir(parents=True, exist_ok=True)
-    check_run_settings(out, s, SETTINGS_FILE)
-    probe_file = out / EVAL_PROBES
-    write_probe_file(probe_file, eval_probes(probes, s))
-    n = 7 if s.preference_weight > 0 else 6
+    with run_lock(out):  # creates out; a second process on the same --out gets a clear error
+        check_run_settings(out, s, SETTINGS_FILE)
+        probe_file = out / EVAL_PROBES
+        write_probe_file(probe_file, eval_probes(probes, s))
+        n = 7 if s.preference_weight > 0 else 6
 
-    stages.start("load", f"loading {s.model}")
-    backend = load_local_backend(s)
-    stages.start("baseline", f"1/{n} audit of the original model (test split)")
-    before = run_audit(
-        backend, s, out / "baseline-test", probe_file, split="test", kinds=KINDS_TEST,
-        max_new_tokens=s.max_new_tokens, label=s.model,
-    )  # fmt: skip
-    asked_kinds = retain_kinds(s.retain_harmful)
-    stages.start("retain", f"2/{n} the original model's own answers to {'/'.join(asked_kinds)} train prompts")
-    retained = _own_answers(backend, s, out, "retain", RETAIN_PROBES, retain_probes(probes, asked_kinds), asked_kinds)
-    rejected = None
-    if s.preference_weight > 0:
-        stages.start("rejected", f"3/{n} the original model's own answers to sensitive train prompts (to reject)")
-        asked = preference_probes(probes, gold, s.preference_probes)
-        rejected = _own_answers(backend, s, out, "rejected", PREFERENCE_PROBES, asked, ["sensitive"])
-    examples = build_examples(s, gold, retained, rejected)
+        stages.start("load", f"loading {s.model}")
+        backend = load_local_backend(s)
+        stages.start("baseline", f"1/{n} audit of the original model (test split)")
+        before = run_audit(
+            backend, s, out / "baseline-test", probe_file, split="test", kinds=KINDS_TEST,
+            max_new_tokens=s.max_new_tokens, label=s.model,
+        )  # fmt: skip
+        asked_kinds = retain_kinds(s.retain_harmful)
+        stages.start("retain", f"2/{n} the original model's own answers to {'/'.join(asked_kinds)} train prompts")
+        retain_set = retain_probes(probes, asked_kinds)
+        retained = _own_answers(backend, s, out, "retain", RETAIN_PROBES, retain_set, asked_kinds)
+        rejected = None
+        if s.preference_weight > 0:
+            stages.start("rejected", f"3/{n} the original model's own answers to sensitive train prompts (to reject)")
+            asked = preference_probes(probes, gold, s.preference_probes)
+            rejected = _own_answers(backend, s, out, "rejected", PREFERENCE_PROBES, asked, ["sensitive"])
+        examples = build_examples(s, gold, retained, rejected)
 
-    stages.start("train", f"{n - 3}/{n} LoRA fine-tuning on gold answers")
-    trained = train_stage(backend, s, examples, out)
+        stages.start("train", f"{n - 3}/{n} LoRA fine-tuning on gold answers")
+        trained = train_stage(backend, s, examples, out)
 
-    stages.start("test", f"{n - 2}/{n} audit of the fine-tuned model (test split)")
-    after = run_audit(
-        backend, s, out / "tuned-test", probe_file, split="test", kinds=KINDS_TEST,
-        max_new_tokens=s.max_new_tokens, label=f"{s.model}+lora-sft", edit={"lora_sft": trained["adapter_sha256"][:16]},
-    )  # fmt: skip
+        stages.start("test", f"{n - 2}/{n} audit of the fine-tuned model (test split)")
+        after = run_audit(
+            backend, s, out / "tuned-test", probe_file, split="test", kinds=KINDS_TEST,
+            max_new_tokens=s.max_new_tokens, label=f"{s.model}+lora-sft",
+            edit={"lora_sft": trained["adapter_sha256"][:16]},
+        )  # fmt: skip
 
-    stages.start("export", f"{n - 1}/{n} export merged safetensors")
-    card_args = {"s": s, "before": before, "after": after, "trained": trained}
-    diff = export_stage(backend, out, finetune_card(**card_args, reload_diff=None), trained["adapter_sha256"])
-    stages.start("card", f"{n}/{n} model card and reproducibility record")
-    card_path = out / "MODEL_CARD.md"
-    atomic_write_text(card_path, finetune_card(**card_args, reload_diff=diff))
-    stages.stop()
-    result = {
-        "out_dir": str(out),
-        "before": before["summary"],
-        "after": after["summary"],
-        "train": trained,
-        "reload_max_abs_diff": diff,
-        "seconds": round(time.perf_counter() - stages.started, 1),
-        "peak_rss_mb": round(peak_rss_mb(), 1),
-        "timings": stages.timings,
-    }
-    atomic_write_json(out / "reproduce.json", reproduce_record(s, backend, result, probe_file, out))
-    _print_summary(result, out)
-    if s.verify != "none":
-        backend.close()
-        del backend
-        result["verify_passed"] = verify_stage(s, out / MODEL_DIR, out)
-    return result
+        stages.start("export", f"{n - 1}/{n} export merged safetensors")
+        card_args = {"s": s, "before": before, "after": after, "trained": trained}
+        diff = export_stage(backend, out, finetune_card(**card_args, reload_diff=None), trained["adapter_sha256"])
+        stages.start("card", f"{n}/{n} model card and reproducibility record")
+        card_path = out / "MODEL_CARD.md"
+        atomic_write_text(card_path, finetune_card(**card_args, reload_diff=diff))
+        stages.stop()
+        result = {
+            "out_dir": str(out),
+            "before": before["summary"],
+            "after": after["summary"],
+            "train": trained,
+            "reload_max_abs_diff": diff,
+            "seconds": round(time.perf_counter() - stages.started, 1),
+            "peak_rss_mb": round(peak_rss_mb(), 1),
+            "timings": stages.timings,
+        }
+        atomic_write_json(out / "reproduce.json", reproduce_record(s, backend, result, probe_file, out))
+        _print_summary(result, out)
+        if s.verify != "none":
+            backend.close()
+            del backend
+            result["verify_passed"] = verify_stage(s, out / MODEL_DIR, out)
+        return result
 
 
 def _own_answers(

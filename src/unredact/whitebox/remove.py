@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from unredact import __version__
 from unredact.errors import UnredactError
 from unredact.probes.loader import select_balanced
-from unredact.rundir import atomic_write_json, atomic_write_text, sha256_file, weight_hashes
+from unredact.rundir import atomic_write_json, atomic_write_text, run_lock, sha256_file, weight_hashes
 from unredact.ui import console
 from unredact.validation import validate_settings
 from unredact.whitebox.card import model_card, pct, public_settings, public_spec
@@ -562,131 +562,131 @@ def _run(s: RemoveSettings, out: Path) -> RemoveResult:
 
     check_local(s.model)
     stages = Stages()
-    out.mkdir(parents=True, exist_ok=True)
-    check_run_settings(out, s)
-    probes = load_probes(s.probes)
-    probe_file = out / EVAL_PROBES
-    write_probe_file(probe_file, eval_probes(probes, s))
+    with run_lock(out):  # creates out; a second process on the same --out gets a clear error
+        check_run_settings(out, s)
+        probes = load_probes(s.probes)
+        probe_file = out / EVAL_PROBES
+        write_probe_file(probe_file, eval_probes(probes, s))
 
-    stages.start("load", f"loading {s.model}")
-    backend = load_local_backend(s)
-    deltas = AblationDeltas(backend.model, arch_from_text(backend.model, s.arch))
+        stages.start("load", f"loading {s.model}")
+        backend = load_local_backend(s)
+        deltas = AblationDeltas(backend.model, arch_from_text(backend.model, s.arch))
 
-    stages.start("baseline", "1/7 baseline audits of the original model (dev, test)")
-    common = {"label": s.model, "probe_file": probe_file}
-    base_dev = run_audit(
-        backend,
-        s,
-        out / "baseline-dev",
-        split="dev",
-        kinds=KINDS_DEV,
-        max_new_tokens=s.confirm_max_new_tokens,
-        **common,
-    )
-    base_test = run_audit(
-        backend, s, out / "baseline-test", split="test", kinds=KINDS_TEST, max_new_tokens=s.max_new_tokens, **common
-    )
-    validation = proxy_validation_stage(backend, s, out)
+        stages.start("baseline", "1/7 baseline audits of the original model (dev, test)")
+        common = {"label": s.model, "probe_file": probe_file}
+        base_dev = run_audit(
+            backend,
+            s,
+            out / "baseline-dev",
+            split="dev",
+            kinds=KINDS_DEV,
+            max_new_tokens=s.confirm_max_new_tokens,
+            **common,
+        )
+        base_test = run_audit(
+            backend, s, out / "baseline-test", split="test", kinds=KINDS_TEST, max_new_tokens=s.max_new_tokens, **common
+        )
+        validation = proxy_validation_stage(backend, s, out)
 
-    stages.start("directions", "2/7 censorship and refusal directions (train split)")
-    directions = directions_stage(backend, s, out)
+        stages.start("directions", "2/7 censorship and refusal directions (train split)")
+        directions = directions_stage(backend, s, out)
 
-    stages.start("search", "3/7 search (cheap objectives, Optuna)")
-    prompts = search_prompts(backend, s, probes, out)
-    data = prepare_search_data(
-        backend,
-        prompts["sensitive"],
-        prompts["harmful"],
-        prompts["harmless"],
-        kl_tokens=s.kl_tokens,
-        depth=s.proxy_depth,
-        batch_size=s.forward_batch_size,
-        system_prompt=s.system_prompt,
-    )
-    directions_hash = sha256_file(out / DIRECTIONS)
-    study = run_search(
-        backend,
-        deltas,
-        directions,
-        data,
-        out,
-        trials=s.trials,
-        budget_minutes=s.budget_minutes,
-        seed=s.seed,
-        kl_max=s.kl_max,
-        identity={"directions": directions_hash[:16], "dtype": s.dtype},
-    )
+        stages.start("search", "3/7 search (cheap objectives, Optuna)")
+        prompts = search_prompts(backend, s, probes, out)
+        data = prepare_search_data(
+            backend,
+            prompts["sensitive"],
+            prompts["harmful"],
+            prompts["harmless"],
+            kl_tokens=s.kl_tokens,
+            depth=s.proxy_depth,
+            batch_size=s.forward_batch_size,
+            system_prompt=s.system_prompt,
+        )
+        directions_hash = sha256_file(out / DIRECTIONS)
+        study = run_search(
+            backend,
+            deltas,
+            directions,
+            data,
+            out,
+            trials=s.trials,
+            budget_minutes=s.budget_minutes,
+            seed=s.seed,
+            kl_max=s.kl_max,
+            identity={"directions": directions_hash[:16], "dtype": s.dtype},
+        )
 
-    stages.start("confirm", "4/7 confirm Pareto candidates by generation on dev")
-    chosen, confirmed = confirm_stage(backend, deltas, directions, study, s, out, probe_file, base_dev)
-    notes = selection_notes(chosen, base_dev, s)
-    atomic_write_json(out / SELECTION, selection_record(chosen, confirmed, base_dev, notes))
-    console.print(f"chosen: trial {chosen.trial} (dev constraints {'met' if chosen.eligible else 'missed'})")
+        stages.start("confirm", "4/7 confirm Pareto candidates by generation on dev")
+        chosen, confirmed = confirm_stage(backend, deltas, directions, study, s, out, probe_file, base_dev)
+        notes = selection_notes(chosen, base_dev, s)
+        atomic_write_json(out / SELECTION, selection_record(chosen, confirmed, base_dev, notes))
+        console.print(f"chosen: trial {chosen.trial} (dev constraints {'met' if chosen.eligible else 'missed'})")
 
-    stages.start("test", "5/7 audit of the edited model (test split)")
-    params = AblationParams.from_params(chosen.params)
-    params.apply(deltas, directions)
-    after = run_audit(
-        backend,
-        s,
-        out / f"edited-test-trial-{chosen.trial}",
-        probe_file,
-        split="test",
-        kinds=KINDS_TEST,
-        max_new_tokens=s.max_new_tokens,
-        label=f"{s.model}+ablation-trial{chosen.trial}",
-        edit=params.to_params(),
-    )
-    kl = study.trials[chosen.trial].user_attrs.get("scores", {})
-    kl_info = {"all": chosen.values[2], **kl.get("kl_by_lang", {})}
+        stages.start("test", "5/7 audit of the edited model (test split)")
+        params = AblationParams.from_params(chosen.params)
+        params.apply(deltas, directions)
+        after = run_audit(
+            backend,
+            s,
+            out / f"edited-test-trial-{chosen.trial}",
+            probe_file,
+            split="test",
+            kinds=KINDS_TEST,
+            max_new_tokens=s.max_new_tokens,
+            label=f"{s.model}+ablation-trial{chosen.trial}",
+            edit=params.to_params(),
+        )
+        kl = study.trials[chosen.trial].user_attrs.get("scores", {})
+        kl_info = {"all": chosen.values[2], **kl.get("kl_by_lang", {})}
 
-    stages.start("export", "6/7 export merged safetensors")
-    card_args = {
-        "s": s,
-        "before": base_test,
-        "after": after,
-        "chosen": chosen,
-        "confirmed": confirmed,
-        "base_dev": base_dev,
-        "params": params,
-        "n_layers": deltas.n_layers,
-        "kl": kl_info,
-        "validation": validation,
-        "study": study,
-        "notes": notes,
-        "counts": {k: len(v) for k, v in prompts.items()},
-    }
-    model_dir, diff = export_stage(backend, params, chosen.trial, out, model_card(**card_args, reload_diff=None))
-    if s.adapter:
-        card_args["adapter_note"] = adapter_stage(backend, deltas, params, directions, out)
+        stages.start("export", "6/7 export merged safetensors")
+        card_args = {
+            "s": s,
+            "before": base_test,
+            "after": after,
+            "chosen": chosen,
+            "confirmed": confirmed,
+            "base_dev": base_dev,
+            "params": params,
+            "n_layers": deltas.n_layers,
+            "kl": kl_info,
+            "validation": validation,
+            "study": study,
+            "notes": notes,
+            "counts": {k: len(v) for k, v in prompts.items()},
+        }
+        model_dir, diff = export_stage(backend, params, chosen.trial, out, model_card(**card_args, reload_diff=None))
+        if s.adapter:
+            card_args["adapter_note"] = adapter_stage(backend, deltas, params, directions, out)
 
-    stages.start("card", "7/7 model card and reproducibility record")
-    card_path = out / "MODEL_CARD.md"
-    atomic_write_text(card_path, model_card(**card_args, reload_diff=diff))
-    stages.stop()
-    result = RemoveResult(
-        out_dir=out,
-        chosen_trial=chosen.trial,
-        params=params.to_params(),
-        before=base_test["summary"],
-        after=after["summary"],
-        kl=kl_info,
-        targets_met=chosen.eligible,
-        notes=notes,
-        reload_max_abs_diff=diff,
-        model_dir=model_dir,
-        model_card=card_path,
-        seconds=round(time.perf_counter() - stages.started, 1),
-        peak_rss_mb=round(peak_rss_mb(), 1),
-        timings=stages.timings,
-    )
-    atomic_write_json(out / "reproduce.json", reproduce_record(s, backend, result, study, probe_file, out))
-    _print_summary(result)
-    if s.verify != "none":
-        backend.close()  # one model in memory at a time: verify loads the original, then the export
-        del backend, deltas
-        result.verify_passed = verify_stage(s, model_dir, out)
-    return result
+        stages.start("card", "7/7 model card and reproducibility record")
+        card_path = out / "MODEL_CARD.md"
+        atomic_write_text(card_path, model_card(**card_args, reload_diff=diff))
+        stages.stop()
+        result = RemoveResult(
+            out_dir=out,
+            chosen_trial=chosen.trial,
+            params=params.to_params(),
+            before=base_test["summary"],
+            after=after["summary"],
+            kl=kl_info,
+            targets_met=chosen.eligible,
+            notes=notes,
+            reload_max_abs_diff=diff,
+            model_dir=model_dir,
+            model_card=card_path,
+            seconds=round(time.perf_counter() - stages.started, 1),
+            peak_rss_mb=round(peak_rss_mb(), 1),
+            timings=stages.timings,
+        )
+        atomic_write_json(out / "reproduce.json", reproduce_record(s, backend, result, study, probe_file, out))
+        _print_summary(result)
+        if s.verify != "none":
+            backend.close()  # one model in memory at a time: verify loads the original, then the export
+            del backend, deltas
+            result.verify_passed = verify_stage(s, model_dir, out)
+        return result
 
 
 def verify_stage(s: LocalRunSettings, model_dir: Path, out: Path) -> bool:
