@@ -401,6 +401,25 @@ class Candidate:
     shortfall: float = 0.0
 
 
+def edited_audit(
+    backend: HFBackend, s: RemoveSettings, out: Path, probe_file: Path, params: AblationParams, trial: int, split: str
+) -> dict[str, Any]:
+    """Judged audit of the model as edited by ``params`` (already applied): dev answers are cut at
+    ``confirm_max_new_tokens``, test answers at ``max_new_tokens``."""
+    dev = split == "dev"
+    return run_audit(
+        backend,
+        s,
+        out,
+        probe_file,
+        split=split,
+        kinds=KINDS_DEV if dev else KINDS_TEST,
+        max_new_tokens=s.confirm_max_new_tokens if dev else s.max_new_tokens,
+        label=f"{s.model}+ablation-trial{trial}",
+        edit=params.to_params(),
+    )
+
+
 def confirm_stage(
     backend: HFBackend,
     deltas: AblationDeltas,
@@ -424,17 +443,8 @@ def confirm_stage(
         console.print(f"candidate trial {t.number}: {params.describe(deltas.n_layers)}")
         params.apply(deltas, directions)
         try:
-            report = run_audit(
-                backend,
-                s,
-                out / "confirm" / f"trial-{t.number}",
-                probe_file,
-                split="dev",
-                kinds=KINDS_DEV,
-                max_new_tokens=s.confirm_max_new_tokens,
-                label=f"{s.model}+ablation-trial{t.number}",
-                edit=params.to_params(),
-            )
+            where = out / "confirm" / f"trial-{t.number}"
+            report = edited_audit(backend, s, where, probe_file, params, t.number, "dev")
         finally:
             deltas.reset()
         c = Candidate(t.number, dict(t.params), tuple(t.values), report)  # type: ignore[arg-type]
@@ -626,16 +636,8 @@ def _run(s: RemoveSettings, out: Path) -> RemoveResult:
         stages.start("test", "5/7 audit of the edited model (test split)")
         params = AblationParams.from_params(chosen.params)
         params.apply(deltas, directions)
-        after = run_audit(
-            backend,
-            s,
-            out / f"edited-test-trial-{chosen.trial}",
-            probe_file,
-            split="test",
-            kinds=KINDS_TEST,
-            max_new_tokens=s.max_new_tokens,
-            label=f"{s.model}+ablation-trial{chosen.trial}",
-            edit=params.to_params(),
+        after = edited_audit(
+            backend, s, out / f"edited-test-trial-{chosen.trial}", probe_file, params, chosen.trial, "test"
         )
         kl = study.trials[chosen.trial].user_attrs.get("scores", {})
         kl_info = {"all": chosen.values[2], **kl.get("kl_by_lang", {})}
