@@ -112,18 +112,49 @@ def test_resume_after_kill_loses_nothing_and_duplicates_nothing(tmp_path: Path, 
     assert again.generated == 0 and len(list(read_jsonl(out / RESPONSES))) == 10
 
 
-def test_a_second_writer_is_refused_and_a_killed_holder_leaves_no_stale_lock(tmp_path: Path, probe_file: Path) -> None:
-    out = tmp_path / "run"
-    s = settings(probe_file, samples=2, temperature=0.7)
-    with pytest.raises(KeyboardInterrupt):
-        run_generation(s, out, backend=DyingBackend(survive=3))
+def _hold_lock(out: Path) -> subprocess.Popen[str]:
+    """A separate process that holds ``out``'s run lock until killed (returns once the lock is held)."""
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from pathlib import Path; from unredact.rundir import run_lock\n"
          f"with run_lock(Path({str(out)!r})):\n    print('locked', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+class RacedBackend(MockBackend):
+    """Another process takes the (not yet existing) run directory while the first batch is generated."""
+
+    def __init__(self, out: Path) -> None:
+        super().__init__("mock", "censor")
+        self.out, self.holder = out, None
+
+    def generate(self, requests: Sequence[GenerationRequest], progress=None) -> Iterator[GenerationResult]:  # type: ignore[no-untyped-def]
+        self.holder = _hold_lock(self.out)
+        yield from super().generate(requests, progress)
+
+
+def test_a_writer_that_lost_the_race_for_a_new_run_directory_writes_nothing(tmp_path: Path, probe_file: Path) -> None:
+    out = tmp_path / "run"
+    backend = RacedBackend(out)
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunDirError, match="in use by another unredact process"):
+            run_generation(settings(probe_file), out, backend=backend)
+        assert not (out / RESPONSES).exists() and not (out / "config.toml").exists()
+    finally:
+        if backend.holder is not None:
+            backend.holder.kill()
+            backend.holder.wait()
+
+
+def test_a_second_writer_is_refused_and_a_killed_holder_leaves_no_stale_lock(tmp_path: Path, probe_file: Path) -> None:
+    out = tmp_path / "run"
+    s = settings(probe_file, samples=2, temperature=0.7)
+    with pytest.raises(KeyboardInterrupt):
+        run_generation(s, out, backend=DyingBackend(survive=3))
+    holder = _hold_lock(out)
+    try:
         with pytest.raises(RunDirError, match=rf"in use by another unredact process \(pid {holder.pid}\)"):
             run_generation(s, out)
         assert len(list(read_jsonl(out / RESPONSES))) == 3  # nothing written by the refused run

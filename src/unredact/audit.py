@@ -145,7 +145,8 @@ def run_generation(
         console.print(f"[green]all {total} answers already in {out / RESPONSES}[/]")
         return AuditOutcome(run, 0, total, 0, time.perf_counter() - started)
     with ExitStack() as held:
-        if run.path.is_dir():  # one writer per run directory; a new one is locked at its first write
+        locked = run.path.is_dir()  # one writer per run directory; a new one is locked at its first write
+        if locked:
             held.enter_context(run_lock(run.path))
         backend = backend or load_backend(s.model, backend_options(s))
         by_key = {r.key: (p, i) for p, i, r in todo}
@@ -154,7 +155,7 @@ def run_generation(
         with generation_progress(total, description, already_done=total - len(todo)) as progress:
             for result in backend.generate([r for _, _, r in todo], progress):
                 if appender is None:  # first answer: only now does the run directory get written
-                    if not run.path.is_dir():
+                    if not locked:  # even if another process created the directory meanwhile
                         held.enter_context(run_lock(run.path))
                     _write_run_header(run, s, backend, probes, phash)
                     appender = held.enter_context(JsonlAppender(run.file(RESPONSES)))
